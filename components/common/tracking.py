@@ -1,0 +1,164 @@
+"""MLflow tracking for the steps: one child run per step under the pipeline's parent run.
+
+The tracking URI is a step option (``--mlflow-tracking-uri``) or ``MLFLOW_TRACKING_URI`` from
+the environment; an empty value with no environment turns tracking off. Credentials
+(``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD`` / ``_TOKEN``, the S3 keys of the artifact store)
+come only from the environment: they are never params, tags or log lines. Only rank 0 tracks;
+other ranks get a logger that does nothing, so training code never branches on rank to log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from components.common.config import to_dict
+
+MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
+FLUSH_EVERY_S = 10.0
+FLUSH_EVERY_METRICS = 500
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrackingOptions:
+    """Fields every step config carries (as a base class) to join the pipeline's MLflow run."""
+
+    mlflow_tracking_uri: str = dataclasses.field(
+        default="", metadata={"help": "MLflow tracking URI; empty: $MLFLOW_TRACKING_URI, or no tracking"}
+    )
+    mlflow_experiment: str = dataclasses.field(default="dal", metadata={"help": "MLflow experiment name"})
+    mlflow_parent_run_id: str = dataclasses.field(
+        default="", metadata={"help": "parent (pipeline) run id; the step logs a child run under it"}
+    )
+    mlflow_run_name: str = dataclasses.field(default="", metadata={"help": "name of this step's run"})
+
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+
+
+class RunLogger:
+    """Logs to one MLflow run; metrics are buffered and sent in batches (a call costs ~50 ms)."""
+
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id
+        self._buffer: list[Any] = []
+        self._last_flush = time.monotonic()
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self.active:
+            return
+        from mlflow.entities import Metric
+
+        now_ms = int(time.time() * 1000)
+        self._buffer.extend(Metric(key, float(value), now_ms, step or 0) for key, value in metrics.items())
+        if len(self._buffer) >= FLUSH_EVERY_METRICS or time.monotonic() - self._last_flush > FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.active or not self._buffer:
+            return
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        for start in range(0, len(self._buffer), 1000):  # the server's batch limit
+            client.log_batch(self.run_id, metrics=self._buffer[start : start + 1000])
+        self._buffer.clear()
+        self._last_flush = time.monotonic()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        import mlflow
+
+        mlflow.log_params({k: _param_value(v) for k, v in params.items()})
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, local_path: str, artifact_path: str | None = None) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.log_artifact(local_path, artifact_path)
+
+    def log_dict(self, obj: dict[str, Any], artifact_file: str) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.log_dict(obj, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        if self.active:
+            import mlflow
+
+            mlflow.log_figure(figure, artifact_file)
+
+    def log_bytes(self, data: bytes, artifact_file: str) -> None:
+        """Log an in-memory file (e.g. a PNG rendered elsewhere) as an artifact."""
+        if not self.active:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, os.path.basename(artifact_file))
+            with open(path, "wb") as handle:
+                handle.write(data)
+            self.log_artifact(path, os.path.dirname(artifact_file) or None)
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, list | dict | tuple) else str(value)
+    return text[:MAX_PARAM_CHARS]
+
+
+@contextlib.contextmanager
+def step_run(
+    step: str, config: Any, *, enabled: bool = True, tags: dict[str, Any] | None = None
+) -> Iterator[RunLogger]:
+    """Open this step's MLflow run (a child of ``config.mlflow_parent_run_id`` when set).
+
+    ``config`` is the step's frozen config (a TrackingOptions subclass); its fields become the
+    run's params. With tracking off, or ``enabled=False`` (ranks other than 0), the logger is
+    inert. The run ends FAILED if the block raises, FINISHED otherwise.
+    """
+    uri = config.resolved_tracking_uri() if enabled else ""
+    if not uri:
+        yield RunLogger(None)
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    parent = config.mlflow_parent_run_id or None
+    if parent:
+        experiment_id = mlflow.get_run(parent).info.experiment_id
+    else:
+        experiment_id = mlflow.set_experiment(config.mlflow_experiment).experiment_id
+    run = mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=config.mlflow_run_name or step,
+        parent_run_id=parent,
+        tags={"dal.step": step, **(tags or {})},
+    )
+    logger = RunLogger(run.info.run_id)
+    status = "FAILED"
+    try:
+        # mlflow_* fields are plumbing (and a tracking URI may carry credentials): not params.
+        logger.log_params({k: v for k, v in to_dict(config).items() if not k.startswith("mlflow_")})
+        yield logger
+        status = "FINISHED"
+    finally:
+        try:
+            logger.flush()
+        finally:
+            mlflow.end_run(status=status)

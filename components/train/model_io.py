@@ -1,0 +1,64 @@
+"""The trained-model artifact (``model.pt``) that training writes and extraction loads.
+
+One ``torch.save`` dict, readable with ``weights_only=True``: the backbone name, feature size,
+input size and normalisation, the EMA weights and the training config. No pickled classes, so
+the file loads in any environment that has this package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from typing import Any
+
+import torch
+from torch import nn
+
+from components.common import storage
+from components.common.errors import DalError
+from components.train.backbones import build_backbone
+
+MODEL_FORMAT = "dal-model/1"
+# ImageNet statistics: what ImageNet-initialised backbones expect, and harmless for random init.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    backbone: str
+    feature_dim: int
+    image_height: int
+    image_width: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def save_model(uri: str, model: nn.Module, info: ModelInfo) -> None:
+    """Write the artifact atomically to a local path or storage URI."""
+    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"format": MODEL_FORMAT, **dataclasses.asdict(info), "state_dict": state}, buffer)
+    storage.write_bytes(uri, buffer.getvalue())
+
+
+def load_model(uri: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the backbone from the artifact, in eval mode on ``device``."""
+    data = storage.load_torch_bytes(uri)
+    try:
+        payload = torch.load(data, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
+        raise DalError(f"{uri}: not a readable model file ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        raise DalError(f"{uri}: not a {MODEL_FORMAT} model artifact")
+    fields = {f.name for f in dataclasses.fields(ModelInfo)}
+    info = ModelInfo(
+        **{k: (tuple(v) if isinstance(v, list) else v) for k, v in payload.items() if k in fields}
+    )
+    model = build_backbone(info.backbone)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise DalError(f"{uri}: weights do not fit backbone {info.backbone!r} ({exc})") from exc
+    return model.to(device).eval(), info
