@@ -48,6 +48,7 @@ run: setup ## the main job on the embedded synthetic default (synth -> ingest fo
 
 bench: setup ## speed and memory benchmarks (scripts, not tests)
 	$(BIN)/python scripts/bench_ingest.py
+	$(BIN)/python scripts/bench_evaluate.py
 
 clean: ## remove what make run and the tests wrote (keeps the venvs)
 	rm -rf $(WORK) .pytest_cache

@@ -55,6 +55,11 @@ STEPS: dict[str, Step] = {
         "components.evaluate.run:run",
         "CMC rank-k and mAP under the benchmark protocol, with plots",
     ),
+    "aggregate": Step(
+        "components.evaluate.config:AggregateConfig",
+        "components.evaluate.aggregate:run",
+        "average per-split evaluations (PRID2011 / iLIDS-VID) into mean ± std CMC and mAP",
+    ),
 }
 
 # Subcommands that bring their own argument parsing: "module" exposing

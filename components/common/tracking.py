@@ -162,3 +162,90 @@ def step_run(
             logger.flush()
         finally:
             mlflow.end_run(status=status)
+
+
+# -- pipeline-level runs: one parent run per pipeline run, children per step ------------------
+PIPELINE_JOB_TAG = "dal.pipeline_job_id"
+
+
+def start_pipeline_run(
+    tracking_uri: str,
+    experiment: str,
+    job_id: str,
+    run_name: str,
+    params: dict[str, Any],
+    artifact_location: str = "",
+) -> str:
+    """Create (RUNNING) the parent run of one pipeline run and return its id.
+
+    ``artifact_location`` only matters when the experiment does not exist yet (e.g. a local
+    sqlite store whose artifacts should sit beside it instead of in the working directory).
+    The run is found again by its job-id tag, so the pipeline's exit handler, which may not
+    depend on other tasks, can close it.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = (
+        found.experiment_id
+        if found is not None
+        else client.create_experiment(experiment, artifact_location=artifact_location or None)
+    )
+    run = client.create_run(
+        experiment_id, run_name=run_name, tags={PIPELINE_JOB_TAG: job_id, "dal.step": "pipeline"}
+    )
+    from mlflow.entities import Param
+
+    client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in sorted(params.items())])
+    return run.info.run_id
+
+
+def find_pipeline_run(tracking_uri: str, experiment: str, job_id: str) -> str | None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{PIPELINE_JOB_TAG}` = '{job_id}'", max_results=1
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def finish_pipeline_run(
+    tracking_uri: str, experiment: str, job_id: str, succeeded: bool, message: str = ""
+) -> str | None:
+    """Mark the parent run FINISHED or FAILED (with the pipeline's error message as a tag)."""
+    from mlflow.tracking import MlflowClient
+
+    run_id = find_pipeline_run(tracking_uri, experiment, job_id)
+    if run_id is None:
+        return None
+    client = MlflowClient(tracking_uri)
+    if message:
+        client.set_tag(run_id, "dal.pipeline_error", message[:5000])
+    client.set_terminated(run_id, status="FINISHED" if succeeded else "FAILED")
+    return run_id
+
+
+def register_model(
+    tracking_uri: str, model_uri: str, name: str, metrics: dict[str, float], tags: dict[str, Any]
+) -> str:
+    """Register a logged model (``runs:/...`` or ``models:/...``) with its evaluation metrics.
+
+    The metrics become version tags (``metric.rank1`` ...) so the registry shows how good each
+    version is without opening its runs. Returns the new version number.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    client = MlflowClient(tracking_uri)
+    for key, value in sorted(metrics.items()):
+        client.set_model_version_tag(name, version.version, f"metric.{key}", f"{value:.6g}")
+    summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+    client.update_model_version(name, version.version, description=f"evaluation: {summary}")
+    return str(version.version)

@@ -1,0 +1,119 @@
+"""``dal aggregate``: average per-split evaluations (PRID2011 / iLIDS-VID: 10 splits) into one result.
+
+Input: the ``metrics.json`` of each split's ``dal evaluate`` (or the directories holding them).
+Output ``metrics.json``: the mean of every metric under its own name (``rank1``, ..., ``mAP``,
+``mAP_trapezoid``; fractions in [0, 1]) and its standard deviation over splits as ``<name>_std``
+(population std, ddof = 0), the mean CMC curve ``cmc`` and ``cmc_std``, ``num_splits``, and the
+per-split values kept in ``per_split``; plus ``cmc.png`` (mean curve with a +-1 std band).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from components.common import storage
+from components.common.errors import DalError
+from components.common.tracking import step_run
+from components.evaluate import plots
+from components.evaluate.config import AggregateConfig
+
+log = logging.getLogger(__name__)
+
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
+COUNT_KEYS = ("num_queries", "num_valid_queries", "num_queries_without_match", "num_gallery")
+SAME_KEYS = ("dataset", "protocol", "direction")
+
+
+class AggregateError(DalError, ValueError):
+    """Per-split results that cannot be averaged together; the message names the input."""
+
+
+def metrics_uri(uri: str) -> str:
+    """A metrics.json URI, or the directory (evaluate output) that holds one."""
+    return uri if uri.endswith(".json") else storage.join(uri, "metrics.json")
+
+
+def aggregate_metrics(
+    per_split: Sequence[dict[str, Any]], names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Mean and std over splits of each metric and of the CMC curve; per-split values kept."""
+    names = list(names or [f"input {i}" for i in range(len(per_split))])
+    if not per_split:
+        raise AggregateError("nothing to aggregate")
+    for name, result in zip(names, per_split, strict=True):
+        missing = [k for k in (*METRIC_KEYS, "cmc", "split") if k not in result]
+        if missing:
+            raise AggregateError(f"{name}: missing {', '.join(missing)} (not a dal evaluate metrics.json)")
+    for key in SAME_KEYS:
+        values = {str(r.get(key)) for r in per_split}
+        if len(values) > 1:
+            raise AggregateError(f"the inputs mix {key} values {sorted(values)}")
+    splits = [int(r["split"]) for r in per_split]
+    if len(set(splits)) != len(splits):
+        raise AggregateError(f"a split appears twice among the inputs: {sorted(splits)}")
+    lengths = {len(r["cmc"]) for r in per_split}
+    if len(lengths) > 1:
+        raise AggregateError(f"the CMC curves differ in length: {sorted(lengths)}")
+    order = np.argsort(splits)
+    per_split = [per_split[i] for i in order]
+    result: dict[str, Any] = {key: per_split[0].get(key) for key in SAME_KEYS}
+    result["num_splits"] = len(per_split)
+    for key in METRIC_KEYS:
+        values = np.array([float(r[key]) for r in per_split])
+        result[key] = float(values.mean())
+        result[f"{key}_std"] = float(values.std())
+    for key in COUNT_KEYS:
+        if all(key in r for r in per_split):
+            result[f"mean_{key}"] = float(np.mean([r[key] for r in per_split]))
+    curves = np.array([r["cmc"] for r in per_split], dtype=float)
+    result["cmc"] = curves.mean(axis=0).tolist()
+    result["cmc_std"] = curves.std(axis=0).tolist()
+    result["per_split"] = [
+        {"split": int(r["split"]), **{k: float(r[k]) for k in METRIC_KEYS}} for r in per_split
+    ]
+    return result
+
+
+def run(config: AggregateConfig) -> dict[str, Any]:
+    with step_run("aggregate", config) as logger:
+        uris = [metrics_uri(u) for u in config.inputs]
+        per_split = []
+        for uri in uris:
+            document = storage.read_json(uri)
+            if not isinstance(document, dict):
+                raise AggregateError(f"{uri}: not a JSON object")
+            per_split.append(document)
+        result = aggregate_metrics(per_split, uris)
+        title = f"{result['dataset']}: mean CMC over {result['num_splits']} split(s)"
+        png = plots.cmc_png({"mean": result["cmc"]}, std={"mean": result["cmc_std"]}, title=title)
+        storage.ensure_dir(config.output)
+        outputs = {
+            "metrics": storage.join(config.output, "metrics.json"),
+            "cmc": storage.join(config.output, "cmc.png"),
+        }
+        storage.write_json(outputs["metrics"], result)
+        storage.write_bytes(outputs["cmc"], png)
+        flat = {k: v for k, v in result.items() if isinstance(v, float | int) and not isinstance(v, bool)}
+        log.info(
+            "%s over %d splits: %s",
+            result["dataset"],
+            result["num_splits"],
+            ", ".join(f"{k} {100 * result[k]:.2f} ± {100 * result[k + '_std']:.2f} %" for k in METRIC_KEYS),
+        )
+        logger.log_metrics(flat)
+        for entry in result["per_split"]:  # per-split values as metric histories over step = split
+            logger.log_metrics({f"split_{k}": entry[k] for k in METRIC_KEYS}, step=entry["split"])
+        logger.log_dict(result, "metrics.json")
+        logger.log_bytes(png, "cmc.png")
+        return {
+            "metrics": flat,
+            "percent": {k: round(100 * result[k], 2) for k in METRIC_KEYS},
+            "percent_std": {k: round(100 * result[f"{k}_std"], 2) for k in METRIC_KEYS},
+            "num_splits": result["num_splits"],
+            "outputs": outputs,
+            "mlflow_run_id": logger.run_id,
+        }
