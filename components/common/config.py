@@ -120,3 +120,19 @@ def require(condition: bool, field: str, message: str) -> None:
     """Validation helper for ``__post_init__``: raise a ConfigError that names the field."""
     if not condition:
         raise ConfigError(f"{field}: {message}")
+
+
+def to_argv(config: Any) -> list[str]:
+    """The ``--flag value`` list that parses back (``add_arguments``) into an equal config."""
+    argv: list[str] = []
+    for field in dataclasses.fields(config):
+        if not field.init:
+            continue
+        value = getattr(config, field.name)
+        if value is None:
+            argv += [_flag(field.name), "none"]
+        elif isinstance(value, tuple | list):
+            argv += [_flag(field.name), *(str(v) for v in value)]
+        else:
+            argv += [_flag(field.name), str(value).lower() if isinstance(value, bool) else str(value)]
+    return argv

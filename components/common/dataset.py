@@ -243,7 +243,9 @@ class DatasetWriter:
         if splits is not None:
             split_table = _table(SPLIT_SCHEMA, splits, SPLITS_FILE)
             files["splits"] = self._write_table(SPLITS_FILE, split_table)
-        persons = pc.unique(tracklet_table.column("person_id"))
+        # Real identities only: MARS's junk (-1) and distractor (0) tracklets are not persons.
+        person_ids = tracklet_table.column("person_id")
+        persons = pc.unique(pc.filter(person_ids, pc.greater(person_ids, 0)))
         cameras = pc.unique(tracklet_table.column("camera_id"))
         subsets = tracklet_table.column("subset").to_pylist()
         manifest = {

@@ -11,6 +11,7 @@ when complete (temp file + rename), and an S3 object only becomes visible when i
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -49,14 +50,31 @@ def join(uri: str, *parts: str) -> str:
 
 
 def _s3_filesystem() -> pafs.S3FileSystem:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
+    # Keyed on the pid too: the AWS SDK must not be reused across fork (DataLoader workers).
+    return _cached_s3_filesystem(endpoint, region, attempts, _credentials_key(), os.getpid())
+
+
+def _credentials_key() -> str:
+    """A digest of the credential env vars, so a change of keys builds a new client (never logged)."""
+    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
+    return hashlib.sha256("\0".join(os.environ.get(n, "") for n in names).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_s3_filesystem(
+    endpoint: str, region: str, attempts: int, _credentials: str, _pid: int
+) -> pafs.S3FileSystem:
+    """Building an S3 client costs ~40 ms; every storage call on S3 would pay it otherwise."""
     kwargs: dict[str, Any] = {
-        "region": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        "region": region,
         "connect_timeout": CONNECT_TIMEOUT_S,
         "request_timeout": REQUEST_TIMEOUT_S,
-        "retry_strategy": pafs.AwsStandardS3RetryStrategy(
-            max_attempts=int(os.environ.get("AWS_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS))
-        ),
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=attempts),
+        # Background writes double the peak memory of an upload (one buffered part in flight).
+        "background_writes": False,
     }
     if endpoint:
         parsed = urlparse(endpoint)

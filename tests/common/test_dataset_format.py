@@ -99,9 +99,10 @@ def test_reader_rejects_tampered_manifest(root: str) -> None:
 
 
 def test_inconsistent_tables_are_refused(tmp_path) -> None:
-    with pytest.raises(DatasetError, match="counts 7 frames, shards hold 6"), DatasetWriter(
-        str(tmp_path), "synthetic"
-    ) as writer:
+    with (
+        pytest.raises(DatasetError, match="counts 7 frames, shards hold 6"),
+        DatasetWriter(str(tmp_path), "synthetic") as writer,
+    ):
         writer.add_frames(_frames(0, 3, 1, 0))
         writer.add_frames(_frames(1, 3, 1, 1))
         writer.finish(_tracklets([3, 4]))

@@ -8,16 +8,19 @@
   per file, so the person is identified by the path's ``person...`` folder.
 
 Both the dataset readers and the synthetic generator (which reproduces this structure) use them.
+Paths may be local paths or storage URIs (``s3://...``): everything is read through
+components.common.storage.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
-from pathlib import Path
 
 import numpy as np
 
+from components.common import storage
 from components.common.errors import DalError
 
 
@@ -28,36 +31,41 @@ class MarsInfo:
     query_rows: np.ndarray  # 0-based rows of ``test`` that are queries
 
 
-def _load_mat(path: Path, key: str) -> np.ndarray:
+def load_mat(uri: str | os.PathLike, key: str) -> np.ndarray:
+    """One variable of a MATLAB .mat file (local path or storage URI); errors name the file."""
     import scipy.io
 
-    if not path.is_file():
-        raise DalError(f"{path}: file not found")
+    uri = os.fspath(uri)
+    if not storage.exists(uri):
+        raise DalError(f"{uri}: file not found")
     try:
-        content = scipy.io.loadmat(str(path))
+        content = scipy.io.loadmat(io.BytesIO(storage.read_bytes(uri)))
     except (ValueError, OSError, TypeError) as exc:
-        raise DalError(f"{path}: not a readable .mat file ({exc})") from exc
+        raise DalError(f"{uri}: not a readable .mat file ({exc})") from exc
     if key not in content:
         raise DalError(
-            f"{path}: variable {key!r} not found (has {sorted(k for k in content if not k.startswith('__'))})"
+            f"{uri}: variable {key!r} not found (has {sorted(k for k in content if not k.startswith('__'))})"
         )
     return np.asarray(content[key])
 
 
+
 def load_mars_info(info_dir: str | os.PathLike) -> MarsInfo:
     """Load and check MARS's ``info/`` tables (statistics in ``components.ingest.datasets.mars``)."""
-    info_dir = Path(info_dir)
-    train = _load_mat(info_dir / "tracks_train_info.mat", "track_train_info").astype(np.int64)
-    test = _load_mat(info_dir / "tracks_test_info.mat", "track_test_info").astype(np.int64)
-    query = _load_mat(info_dir / "query_IDX.mat", "query_IDX").astype(np.int64).ravel() - 1
+    info_dir = os.fspath(info_dir)
+    train = load_mat(storage.join(info_dir, "tracks_train_info.mat"), "track_train_info").astype(np.int64)
+    test = load_mat(storage.join(info_dir, "tracks_test_info.mat"), "track_test_info").astype(np.int64)
+    query = load_mat(storage.join(info_dir, "query_IDX.mat"), "query_IDX").astype(np.int64).ravel() - 1
     for name, table in (("tracks_train_info.mat", train), ("tracks_test_info.mat", test)):
         if table.ndim != 2 or table.shape[1] != 4:
-            raise DalError(f"{info_dir / name}: expected an (N, 4) table, got shape {table.shape}")
+            raise DalError(
+                f"{storage.join(info_dir, name)}: expected an (N, 4) table, got shape {table.shape}"
+            )
         if (table[:, 1] < table[:, 0]).any():
             row = int(np.argmax(table[:, 1] < table[:, 0]))
-            raise DalError(f"{info_dir / name}: row {row + 1} ends before it starts")
+            raise DalError(f"{storage.join(info_dir, name)}: row {row + 1} ends before it starts")
     if len(query) == 0 or query.min() < 0 or query.max() >= len(test):
-        raise DalError(f"{info_dir / 'query_IDX.mat'}: query rows outside 1..{len(test)}")
+        raise DalError(f"{storage.join(info_dir, 'query_IDX.mat')}: query rows outside 1..{len(test)}")
     return MarsInfo(train=train, test=test, query_rows=query)
 
 
@@ -71,25 +79,29 @@ class SplitFrame:
 
 def read_split_list(path: str | os.PathLike) -> list[SplitFrame]:
     """Parse one DAL split list; a malformed line is an error naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
+    path = os.fspath(path)
+    if not storage.exists(path):
         raise DalError(f"{path}: split list not found")
+    return parse_split_list(storage.read_bytes(path).decode("utf-8", errors="replace"), path)
+
+
+def parse_split_list(text: str, where: str) -> list[SplitFrame]:
+    """Parse the text of a DAL split list; ``where`` names it in errors."""
     frames = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise DalError(
-                    f"{path}:{number}: expected '<path> <person> <camera> <tracklet>', got {line.strip()!r}"
-                )
-            try:
-                frames.append(SplitFrame(parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
-            except ValueError as exc:
-                raise DalError(f"{path}:{number}: person, camera and tracklet must be integers") from exc
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4:
+            raise DalError(
+                f"{where}:{number}: expected '<path> <person> <camera> <tracklet>', got {line.strip()!r}"
+            )
+        try:
+            frames.append(SplitFrame(parts[0], int(parts[1]), int(parts[2]), int(parts[3])))
+        except ValueError as exc:
+            raise DalError(f"{where}:{number}: person, camera and tracklet must be integers") from exc
     if not frames:
-        raise DalError(f"{path}: empty split list")
+        raise DalError(f"{where}: empty split list")
     return frames
 
 

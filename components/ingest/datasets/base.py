@@ -1,0 +1,164 @@
+"""What every dataset reader returns, and the listing helpers they share.
+
+A reader checks the required folders of its layout at once (fail fast, before anything is
+written), then streams ``RawTracklet`` records in write order. The raw source may be a local
+directory or an ``s3://`` prefix; listings and reads go through components.common.storage.
+
+Frame paths are stored relative to the source root (``bbox_train/0001/0001C1T0001F001.jpg``), so
+the ``source_path`` column of a dataset does not depend on where the raw copy lived.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from components.common import storage
+from components.common.errors import DalError
+
+# Hidden files (.DS_Store, ._name from macOS archives) are not frames of any dataset.
+HIDDEN = re.compile(r"^\.")
+
+
+class LayoutError(DalError, ValueError):
+    """The raw tree does not have the dataset's layout; the message names the path at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RawTracklet:
+    """One tracklet of a raw dataset, in the dataset's own terms (person ids kept as they are)."""
+
+    name: str  # the dataset's own name, e.g. 0001C1T0001, cam_a/person_0001, cam1/person001
+    person_id: int  # MARS keeps 0 (distractor) and -1 (junk)
+    camera_id: int  # 0-based
+    subset: str  # "train" | "test"; PRID2011 / iLIDS-VID: the role in split 0
+    is_query: bool
+    frames: tuple[str, ...]  # frame paths relative to the source root, in temporal order
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            raise LayoutError(f"tracklet {self.name!r} has no frames")
+
+
+class SourceTree:
+    """A raw source root with its filesystem resolved once; paths below it are relative.
+
+    Creating an S3 client costs tens of milliseconds, so a reader or frame loader that made
+    one per listing or per frame (``storage.read_bytes``) would spend most of its time there.
+    Errors are StorageErrors naming the full URI.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/") or root
+        self._fs, self._path = storage.resolve(self.root)
+
+    def uri(self, *parts: str) -> str:
+        rel = relative(*parts)
+        return storage.join(self.root, rel) if rel else self.root
+
+    def _info(self, rel: str) -> pafs.FileInfo:
+        try:
+            return self._fs.get_file_info(f"{self._path}/{rel}" if rel else self._path)
+        except (OSError, pa.ArrowException) as exc:
+            raise storage.StorageError(f"{self.uri(rel)}: {exc}") from exc
+
+    def is_dir(self, *parts: str) -> bool:
+        return self._info(relative(*parts)).type == pafs.FileType.Directory
+
+    def is_file(self, *parts: str) -> bool:
+        return self._info(relative(*parts)).type == pafs.FileType.File
+
+    def list_dir(self, *parts: str) -> tuple[list[str], list[str]]:
+        """Names of the sub-folders and files directly below (sorted; hidden ones left out).
+
+        One level only, so a reader holds one person folder's names at a time, never the whole tree.
+        """
+        rel = relative(*parts)
+        selector = pafs.FileSelector(f"{self._path}/{rel}" if rel else self._path, allow_not_found=True)
+        try:
+            infos = self._fs.get_file_info(selector)
+        except (OSError, pa.ArrowException) as exc:
+            raise storage.StorageError(f"{self.uri(rel)}: {exc}") from exc
+        dirs, files = [], []
+        for info in infos:
+            if HIDDEN.match(info.base_name):
+                continue
+            if info.type == pafs.FileType.Directory:
+                dirs.append(info.base_name)
+            elif info.type == pafs.FileType.File:
+                files.append(info.base_name)
+        return sorted(dirs), sorted(files)
+
+    def read(self, *parts: str) -> bytes:
+        rel = relative(*parts)
+        try:
+            with self._fs.open_input_stream(f"{self._path}/{rel}") as stream:
+                return stream.read()
+        except (OSError, pa.ArrowException) as exc:
+            raise storage.StorageError(f"{self.uri(rel)}: {exc}") from exc
+
+    def require_root(self) -> None:
+        """The source root must be an existing folder (or a non-empty S3 prefix)."""
+        if not self.is_dir():
+            raise LayoutError(f"{self.root}: source folder not found")
+
+    def require_dirs(self, names: Iterable[str], layout: str) -> None:
+        """Fail fast, naming the first required folder of ``layout`` that is missing."""
+        for name in names:
+            if not self.is_dir(name):
+                raise LayoutError(
+                    f"{self.uri(name)}: required folder not found (expected the {layout} layout)"
+                )
+
+    def find_subroot(self, candidates: Iterable[str], needed: Sequence[str]) -> str | None:
+        """The first of ``candidates`` (relative; "" is the root) that holds all of ``needed``.
+
+        The downloads nest their folders differently from copies users make (``prid_2011/multi_shot``
+        vs. ``multi_shot`` vs. the camera folders at the top), so a reader accepts each of them.
+        """
+        for candidate in candidates:
+            if all(self.is_dir(candidate, name) for name in needed):
+                return candidate
+        return None
+
+    def frame_files(self, folder: str, parse: Callable[[str, str], Any]) -> list[tuple[Any, str]]:
+        """``(parse(name, uri), name)`` for every file in ``folder``; a sub-folder there is an error."""
+        dirs, files = self.list_dir(folder)
+        if dirs:
+            raise LayoutError(f"{self.uri(folder, dirs[0])}: unexpected folder (expected only image files)")
+        return [(parse(name, self.uri(folder, name)), name) for name in files]
+
+
+@dataclasses.dataclass(frozen=True)
+class RawSource:
+    """A checked raw dataset: where it is, how to stream its tracklets, and its splits."""
+
+    dataset: str
+    tree: SourceTree
+    tracklets: Callable[[], Iterator[RawTracklet]]  # a fresh stream in write order per call
+    splits: pd.DataFrame | None = None  # columns split, person_id, role (SPLIT_SCHEMA)
+    num_frames: int | None = None  # when known up front (progress bar total)
+    protocol: dict[str, Any] = dataclasses.field(default_factory=dict)  # rules used, for the manifest
+
+    @property
+    def root(self) -> str:
+        return self.tree.root
+
+    def frame_uri(self, relative: str) -> str:
+        return self.tree.uri(relative)
+
+
+def list_dir(uri: str) -> tuple[list[str], list[str]]:
+    """Sub-folders and files directly under ``uri`` (see SourceTree.list_dir)."""
+    return SourceTree(uri).list_dir()
+
+
+def relative(*parts: str) -> str:
+    """A path relative to a source root, from the non-empty parts joined with ``/``."""
+    return "/".join(p.strip("/") for p in parts if p)

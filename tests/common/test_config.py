@@ -1,0 +1,90 @@
+"""Dataclass configs <-> argparse flags <-> dicts: one declaration of every default."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Literal
+
+import pytest
+
+from components.common.config import (
+    ConfigError,
+    add_arguments,
+    from_args,
+    from_dict,
+    require,
+    to_argv,
+    to_dict,
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Example:
+    name: str = dataclasses.field(metadata={"help": "required"})
+    steps: int = 10
+    lr: float = 0.5
+    flag: bool = False
+    mode: Literal["a", "b"] = "a"
+    size: tuple[int, int] = (4, 2)
+    items: tuple[str, ...] = ("x",)
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.steps > 0, "steps", f"must be positive, got {self.steps}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Example)
+    return parser
+
+
+def test_defaults_and_types_from_flags() -> None:
+    config = from_args(Example, _parser().parse_args(["--name", "n"]))
+    assert config == Example(name="n")
+    config = from_args(
+        Example,
+        _parser().parse_args(
+            [
+                "--name",
+                "n",
+                "--steps",
+                "3",
+                "--flag",
+                "true",
+                "--mode",
+                "b",
+                "--size",
+                "8",
+                "4",
+                "--items",
+                "p",
+                "q",
+                "--limit",
+                "7",
+                "--lr",
+                "0.25",
+            ]
+        ),
+    )
+    assert config == Example(
+        name="n", steps=3, flag=True, mode="b", size=(8, 4), items=("p", "q"), limit=7, lr=0.25
+    )
+
+
+def test_round_trip_through_argv_and_dict() -> None:
+    config = Example(name="n", steps=3, flag=True, mode="b", size=(8, 4), items=("p", "q"), limit=None)
+    assert from_args(Example, _parser().parse_args(to_argv(config))) == config
+    assert from_dict(Example, to_dict(config)) == config
+
+
+def test_errors_name_the_field() -> None:
+    with pytest.raises(SystemExit):
+        _parser().parse_args([])  # --name is required
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--name", "n", "--mode", "c"])
+    with pytest.raises(ConfigError, match="steps: must be positive"):
+        from_args(Example, _parser().parse_args(["--name", "n", "--steps", "0"]))
+    with pytest.raises(ConfigError, match="unknown field"):
+        from_dict(Example, {"name": "n", "nope": 1})
