@@ -11,10 +11,10 @@ LINT_BIN := $(LINT_VENV)/bin
 WORK ?= $(CURDIR)/work
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint format run bench clean
+.PHONY: help setup test test-fast lint format run mlflow-ui compile submit bench clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
 
 $(BIN)/dal: pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,13 +42,25 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix components pipelines tests scripts
 	$(BIN)/ruff format components pipelines tests scripts
 
-run: setup ## the main job on the embedded synthetic default (synth -> ingest for now)
-	$(BIN)/dal synth --layout mars --output $(WORK)/raw/mars
-	$(BIN)/dal ingest --dataset mars --source $(WORK)/raw/mars --output $(WORK)/datasets/mars
+# The laptop default of `make run`: small synthetic MARS-layout set, small images, few steps.
+RUN_ARGS ?= --dataset mars --synthetic-identities 16 --backbone mobilenet_v1 --steps 300 --batch-size 32 --image-height 64 --image-width 32
+
+run: setup ## the main job: the whole pipeline locally (kfp.local, no Docker) on synthetic data, MLflow in WORK
+	$(BIN)/dal pipeline run --work $(WORK) $(RUN_ARGS)
+
+mlflow-ui: setup ## open the MLflow dashboard of local runs (http://127.0.0.1:5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(WORK)/mlflow.db --host 127.0.0.1 --port 5000
+
+compile: setup ## compile the KFP pipeline to pipelines/compiled/dal_pipeline.yaml (golden-tested)
+	$(BIN)/dal pipeline compile
+
+submit: setup ## upload the compiled pipeline to $KFP_HOST and start a run (PIPELINE_ARGS="--dataset prid2011 ...")
+	$(BIN)/dal pipeline submit $(PIPELINE_ARGS)
 
 bench: setup ## speed and memory benchmarks (scripts, not tests)
 	$(BIN)/python scripts/bench_ingest.py
 	$(BIN)/python scripts/bench_evaluate.py
+	$(BIN)/python scripts/bench_train.py
 
 clean: ## remove what make run and the tests wrote (keeps the venvs)
 	rm -rf $(WORK) .pytest_cache

@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = _load(step.runner)(config)
     except DalError as exc:
         print(f"dal {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))  # e.g. 143 after preemption: retryable
     except KeyboardInterrupt:
         print(f"dal {args.command}: interrupted", file=sys.stderr)
         return 130

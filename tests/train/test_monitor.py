@@ -1,0 +1,57 @@
+"""Monitoring: association precision against person ids (never used by the loss), running means."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.common.dataset import Dataset
+from components.train.association import AnchorAssociation
+from components.train.data import build_index
+from components.train.monitor import AssociationMonitor, RunningMeans, Throughput
+from tests.train.test_support import Spec, write_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    root = str(tmp_path_factory.mktemp("monitor") / "ds")
+    write_dataset(root, Spec(persons=4, cameras=2, frames=2, test_persons=1, height=16, width=8))
+    return Dataset.open(root)
+
+
+def test_precision_counts_consistent_matches_of_the_same_person(dataset: Dataset) -> None:
+    index = build_index(dataset, 0)
+    monitor = AssociationMonitor(dataset, index, 0)
+    assert monitor.chance == pytest.approx(0.25)  # 4 persons seen by the other camera
+    association = AnchorAssociation(index.tracklets_per_camera, 4, distributed=False)
+    eye = torch.eye(4)
+    # Local index == person rank. Camera 1 swaps persons 3 and 4: every cyclic ranking is
+    # consistent, but only persons 1 and 2 are matched correctly, in both cameras.
+    association.init_anchors([eye, eye[[0, 1, 3, 2]]])
+    scores = monitor(association)
+    assert scores["consistent_tracklets"] == 1.0
+    assert scores["association_precision"] == pytest.approx(0.5)
+    assert scores["match_precision_all"] == pytest.approx(0.5)
+
+
+def test_precision_ignores_inconsistent_matches(dataset: Dataset) -> None:
+    index = build_index(dataset, 0)
+    monitor = AssociationMonitor(dataset, index, 0)
+    association = AnchorAssociation(index.tracklets_per_camera, 4, distributed=False)
+    eye = torch.eye(4)
+    # Camera 1's tracklets all look like person 1: from camera 0 only person 1 ranks back to itself.
+    association.init_anchors([eye, torch.stack([eye[0] + 0.01 * eye[k] for k in range(4)])])
+    scores = monitor(association)
+    assert scores["association_precision"] == 1.0  # person 1 <-> person 1, the consistent pair
+    assert scores["consistent_tracklets"] < 1.0
+
+
+def test_running_means_and_throughput() -> None:
+    means = RunningMeans()
+    means.add({"loss": torch.tensor(1.0), "x": torch.tensor(4.0)})
+    means.add({"loss": torch.tensor(3.0), "x": torch.tensor(0.0)})
+    assert means.pop() == {"loss": 2.0, "x": 2.0}
+    assert means.pop() == {}
+    speed = Throughput()
+    speed.add(64)
+    assert speed.pop() > 0 and speed.mean > 0
