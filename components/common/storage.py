@@ -248,3 +248,14 @@ def download_file(uri: str, local_path: str) -> None:
     with _errors_name(uri), fs.open_input_stream(path) as src, open(local_path, "wb") as dst:
         while chunk := src.read(8 << 20):
             dst.write(chunk)
+
+
+def upload_tree(local_dir: str, uri: str) -> int:
+    """Copy every file below a local folder to ``uri`` keeping relative paths; returns the count."""
+    count = 0
+    for folder, _, files in os.walk(local_dir):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            upload_file(path, join(uri, os.path.relpath(path, local_dir).replace(os.sep, "/")))
+            count += 1
+    return count

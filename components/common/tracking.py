@@ -249,3 +249,17 @@ def register_model(
     summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
     client.update_model_version(name, version.version, description=f"evaluation: {summary}")
     return str(version.version)
+
+
+def log_parent_metrics(tracking_uri: str, parent_run_id: str, metrics: dict[str, float]) -> None:
+    """Put the pipeline's headline metrics on its parent run (no-op without tracking)."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri or not parent_run_id:
+        return
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    now_ms = int(time.time() * 1000)
+    MlflowClient(uri).log_batch(
+        parent_run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in sorted(metrics.items())]
+    )

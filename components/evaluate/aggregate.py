@@ -20,10 +20,10 @@ from components.common.errors import DalError
 from components.common.tracking import step_run
 from components.evaluate import plots
 from components.evaluate.config import AggregateConfig
+from components.evaluate.metrics import METRIC_KEYS
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
 COUNT_KEYS = ("num_queries", "num_valid_queries", "num_queries_without_match", "num_gallery")
 SAME_KEYS = ("dataset", "protocol", "direction")
 

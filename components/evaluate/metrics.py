@@ -38,6 +38,8 @@ import numpy as np
 from components.common.errors import DalError
 
 REPORTED_RANKS = (1, 5, 10, 20)
+# The headline metrics, in the order they are reported.
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
 DEFAULT_CHUNK = 256
 
 

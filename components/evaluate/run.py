@@ -30,12 +30,12 @@ from components.common.tracking import step_run
 from components.evaluate import metrics as metrics_lib
 from components.evaluate import plots
 from components.evaluate.config import EvaluateConfig
+from components.evaluate.metrics import METRIC_KEYS
 from components.evaluate.protocols import EvalSet, ProtocolError, build_eval_set, protocol_for, rows_of
 from components.extract.features import Features, FeaturesError, read_features
 
 log = logging.getLogger(__name__)
 
-METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
 METRICS_FILE = "metrics.json"
 CMC_FILE = "cmc.png"
 RANKLIST_FILE = "ranklist.png"

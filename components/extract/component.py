@@ -1,0 +1,41 @@
+"""KFP component of the extraction step: `dal extract` of the test tracklets of one split."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components.common.kfp_io import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def extract(
+    ingested: Input[Dataset],
+    model: Input[Model],
+    split: int,
+    storage_root: str,
+    run_key: str,
+    mlflow_tracking_uri: str,
+    mlflow_experiment: str,
+    mlflow_parent_run_id: str,
+    features: Output[Dataset],
+) -> None:
+    from components.common import kfp_io, storage
+    from components.extract.config import ExtractConfig
+    from components.extract.run import run
+
+    split = int(split)  # ParallelFor items may arrive as floats
+    output = storage.join(kfp_io.run_dir(storage_root, run_key, split), "features.parquet")
+    summary = run(
+        ExtractConfig(
+            dataset=kfp_io.pointed_uri(ingested),
+            model=kfp_io.pointed_uri(model),
+            output=output,
+            subset="test",
+            split=split,
+            progress=False,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            mlflow_experiment=mlflow_experiment,
+            mlflow_parent_run_id=mlflow_parent_run_id,
+            mlflow_run_name=f"extract-split{split}",
+        )
+    )
+    kfp_io.publish(features, output, split=split, tracklets=summary.get("tracklets", 0))

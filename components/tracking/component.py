@@ -1,0 +1,79 @@
+"""KFP components around MLflow: the pipeline's parent run, and model registration.
+
+Every step logs a child run under the parent run whose id `start_run` returns. The exit
+handler `finish_run` may not depend on other tasks, so it finds the parent run again by the
+pipeline job id it was tagged with.
+"""
+
+from kfp import dsl
+from kfp.dsl import Input, Model, PipelineTaskFinalStatus
+
+from components.common.kfp_io import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def start_run(
+    mlflow_tracking_uri: str,
+    mlflow_experiment: str,
+    mlflow_artifact_location: str,
+    job_id: str,
+    run_name: str,
+    params: dict,
+) -> str:
+    """Open the parent run; returns its id ("" when tracking is off: no URI and no env)."""
+    import os
+
+    from components.common.tracking import start_pipeline_run
+
+    uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri:
+        return ""
+    return start_pipeline_run(
+        uri, mlflow_experiment, job_id, run_name or f"dal-{job_id}", params, mlflow_artifact_location
+    )
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def finish_run(
+    mlflow_tracking_uri: str, mlflow_experiment: str, job_id: str, status: PipelineTaskFinalStatus
+) -> None:
+    """Close the parent run FINISHED or FAILED, whatever happened inside the pipeline."""
+    import os
+
+    from components.common.tracking import finish_pipeline_run
+
+    uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri:
+        succeeded = status.state == "SUCCEEDED"
+        finish_pipeline_run(uri, mlflow_experiment, job_id, succeeded, status.error_message or "")
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def register_model(
+    model: Input[Model],
+    mlflow_model_uri: str,
+    evaluation_uri: str,
+    dataset: str,
+    model_name: str,
+    mlflow_tracking_uri: str,
+) -> str:
+    """Register the trained model with its evaluation metrics; returns the version ("" if off)."""
+    import os
+
+    from components.common import storage
+    from components.common.tracking import register_model as register
+    from components.evaluate.metrics import METRIC_KEYS
+
+    uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not uri or not mlflow_model_uri:
+        return ""
+    evaluation = storage.read_json(evaluation_uri)
+    metrics = {key: float(evaluation[key]) for key in METRIC_KEYS if key in evaluation}
+    tags = {
+        "dataset": dataset,
+        "split": model.metadata.get("split", 0),
+        "backbone": model.metadata.get("backbone", ""),
+        "objective": model.metadata.get("objective", ""),
+        "storage_uri": model.metadata.get("uri", ""),
+    }
+    return register(uri, mlflow_model_uri, model_name or f"dal-{dataset}", metrics, tags)

@@ -1,0 +1,168 @@
+"""``dal pipeline``: compile the KFP pipeline, submit it to a cluster, or run it locally.
+
+* ``compile`` writes pipelines/compiled/dal_pipeline.yaml (checked in, golden-tested);
+* ``submit`` uploads it with kfp.Client to ``$KFP_HOST`` and starts a run;
+* ``run`` executes the same pipeline on this machine with kfp.local's SubprocessRunner (no
+  Docker), logging to a local MLflow store: the laptop / CI path of ``make run``.
+
+Pipeline parameters are flags generated from the pipeline function's signature
+(``--steps 200 --image-height 64``), so they are declared once, in pipelines/dal_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+COMPILED = Path(__file__).resolve().parent / "compiled" / "dal_pipeline.yaml"
+log = logging.getLogger(__name__)
+
+
+def _pipeline_parameters() -> dict[str, inspect.Parameter]:
+    from pipelines.dal_pipeline import dal_pipeline
+
+    return dict(inspect.signature(dal_pipeline.pipeline_func).parameters)
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    for name, param in _pipeline_parameters().items():
+        kind = type(param.default)
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=kind,
+            default=None,
+            help=f"pipeline parameter (default: {param.default!r})",
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    compile_parser = sub.add_parser("compile", help="write the compiled pipeline YAML")
+    compile_parser.add_argument("--output", default=str(COMPILED), help="YAML file to write")
+
+    submit = sub.add_parser("submit", help="upload the compiled pipeline to $KFP_HOST and start a run")
+    submit.add_argument("--package", default=str(COMPILED), help="compiled pipeline YAML")
+    submit.add_argument("--experiment", default="dal", help="KFP experiment name")
+    submit.add_argument("--run-name", default="", help="KFP run name (default: generated)")
+    submit.add_argument("--namespace", default=os.environ.get("KFP_NAMESPACE", ""), help="KFP namespace")
+    submit.add_argument("--service-account", default="dal-pipeline-runner", help="pods' service account")
+    _add_pipeline_flags(submit)
+
+    run = sub.add_parser("run", help="run the pipeline locally (kfp.local SubprocessRunner, no Docker)")
+    run.add_argument("--work", default=os.environ.get("WORK", "work"), help="folder for data, runs, MLflow")
+    _add_pipeline_flags(run)
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in _pipeline_parameters() if getattr(args, k, None) is not None}
+
+
+def compile_pipeline(output: str | Path = COMPILED) -> Path:
+    from kfp import compiler
+
+    from pipelines.dal_pipeline import dal_pipeline
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(dal_pipeline, str(output))
+    return output
+
+
+def submit(args: argparse.Namespace) -> int:
+    import kfp
+
+    host = os.environ.get("KFP_HOST", "")
+    if not host:
+        print(
+            "dal pipeline submit: set KFP_HOST (e.g. https://kubeflow.example.com/pipeline)", file=sys.stderr
+        )
+        return 2
+    # Credentials, when the endpoint needs them, come from the environment (KFP_TOKEN) only.
+    client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN") or None)
+    run = client.create_run_from_pipeline_package(
+        args.package,
+        arguments=_given(args),
+        run_name=args.run_name or None,
+        experiment_name=args.experiment,
+        namespace=args.namespace or None,
+        service_account=args.service_account or None,
+    )
+    print(json.dumps({"run_id": run.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}))
+    return 0
+
+
+def local_defaults(work: Path) -> dict[str, Any]:
+    """Where a local run keeps everything: one folder, an sqlite MLflow store beside its artifacts."""
+    return {
+        "storage_root": str(work / "store"),
+        "mlflow_tracking_uri": f"sqlite:///{work / 'mlflow.db'}",
+        "mlflow_artifact_location": (work / "mlartifacts").as_uri(),
+    }
+
+
+def run_local(arguments: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Run the pipeline with kfp.local; returns the parent MLflow run's metrics and children."""
+    from kfp import local
+
+    from pipelines.dal_pipeline import dal_pipeline
+
+    work = work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    arguments = {**local_defaults(work), **arguments}
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(work / "kfp"))
+    dal_pipeline(**arguments)
+    return summarize_latest_run(arguments["mlflow_tracking_uri"], arguments.get("mlflow_experiment", "dal"))
+
+
+def summarize_latest_run(tracking_uri: str, experiment: str) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    from components.common.tracking import PIPELINE_JOB_TAG
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return {}
+    parents = client.search_runs(
+        [found.experiment_id],
+        filter_string="tags.`dal.step` = 'pipeline'",
+        order_by=["start_time DESC"],
+        max_results=1,
+    )
+    if not parents:
+        return {}
+    parent = parents[0]
+    children = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    return {
+        "parent_run_id": parent.info.run_id,
+        "status": parent.info.status,
+        "pipeline_job_id": parent.data.tags.get(PIPELINE_JOB_TAG, ""),
+        "metrics": dict(sorted(parent.data.metrics.items())),
+        "children": sorted(c.info.run_name for c in children),
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.action == "compile":
+        print(compile_pipeline(args.output))
+        return 0
+    if args.action == "submit":
+        return submit(args)
+    work = Path(args.work)
+    summary = run_local(_given(args), work)
+    print(json.dumps(summary, indent=2))
+    metrics = summary.get("metrics", {})
+    if metrics:
+        shown = ", ".join(f"{k} {100 * v:.1f}%" for k, v in metrics.items() if not k.endswith("_std"))
+        print(f"\nmetrics: {shown}")
+    print(f"\nMLflow dashboard: make mlflow-ui  (store: {work.resolve() / 'mlflow.db'})")
+    return 0 if summary.get("status") == "FINISHED" else 1

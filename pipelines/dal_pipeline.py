@@ -1,0 +1,217 @@
+"""The DAL pipeline: ingest -> (per split) train -> extract -> evaluate -> register -> average.
+
+Wiring only: every step's logic lives in components/<step>/. Defaults come from the steps'
+config dataclasses. Secrets and cluster settings reach the pods from Kubernetes (Secret
+``dal-s3``: AWS keys and endpoint; optional Secret ``dal-mlflow``: MLflow credentials;
+ConfigMap ``dal-config``: ``DAL_STORE``, ``MLFLOW_TRACKING_URI``), never as parameters.
+"""
+
+# No "from __future__ import annotations": KFP reads the parameter annotations as types.
+
+import dataclasses
+
+from kfp import dsl, kubernetes
+
+from components.common.kfp_io import DEFAULT_IMAGE
+from components.evaluate.component import aggregate, evaluate
+from components.extract.component import extract
+from components.ingest.component import ingest, plan_splits, prepare_source
+from components.ingest.synthetic_config import SynthConfig
+from components.tracking.component import finish_run, register_model, start_run
+from components.train.component import train
+from components.train.config import TrainConfig
+
+PIPELINE_NAME = "dal-reid"
+S3_SECRET = "dal-s3"
+MLFLOW_SECRET = "dal-mlflow"
+CONFIG_MAP = "dal-config"
+# Pod resources per step (requests = limits for CPU-heavy steps; the train step adds GPUs).
+RESOURCES = {
+    "prepare-source": ("1", "2", "2Gi", "4Gi"),
+    "ingest": ("4", "4", "8Gi", "8Gi"),
+    "train": ("8", "8", "32Gi", "32Gi"),
+    "extract": ("4", "4", "16Gi", "16Gi"),
+    "evaluate": ("2", "2", "8Gi", "8Gi"),
+}
+SMALL = ("500m", "1", "512Mi", "1Gi")
+
+
+def _default(config_cls: type, name: str) -> object:
+    return next(f.default for f in dataclasses.fields(config_cls) if f.name == name)
+
+
+def _on_cluster(task: dsl.PipelineTask, image: str, resources: tuple[str, str, str, str] = SMALL) -> None:
+    """Image, resources and the Kubernetes-provided environment of one task."""
+    cpu_request, cpu_limit, memory_request, memory_limit = resources
+    task.set_container_image(image)
+    task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+    task.set_memory_request(memory_request).set_memory_limit(memory_limit)
+    kubernetes.use_config_map_as_env(
+        task,
+        CONFIG_MAP,
+        {
+            "DAL_STORE": "DAL_STORE",
+            "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
+            "AWS_MAX_ATTEMPTS": "AWS_MAX_ATTEMPTS",
+        },
+    )
+    kubernetes.use_secret_as_env(
+        task,
+        S3_SECRET,
+        {
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION": "AWS_REGION",
+            "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
+        },
+    )
+    kubernetes.use_secret_as_env(
+        task,
+        MLFLOW_SECRET,
+        {
+            "MLFLOW_TRACKING_USERNAME": "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD": "MLFLOW_TRACKING_PASSWORD",
+        },
+        optional=True,
+    )
+    kubernetes.set_security_context(task, run_as_user=10001, run_as_group=10001, run_as_non_root=True)
+
+
+@dsl.pipeline(name=PIPELINE_NAME, description="Deep Association Learning: unsupervised video person re-ID")
+def dal_pipeline(
+    dataset: str = "mars",
+    source_uri: str = "",
+    split_lists: str = "",
+    objective: str = _default(TrainConfig, "objective"),
+    backbone: str = _default(TrainConfig, "backbone"),
+    weights: str = _default(TrainConfig, "weights"),
+    steps: int = _default(TrainConfig, "steps"),
+    batch_size: int = _default(TrainConfig, "batch_size"),
+    image_height: int = _default(TrainConfig, "image_height"),
+    image_width: int = _default(TrainConfig, "image_width"),
+    gpus: int = 1,
+    seed: int = _default(TrainConfig, "seed"),
+    synthetic_identities: int = _default(SynthConfig, "num_identities"),
+    storage_root: str = "",
+    mlflow_tracking_uri: str = "",
+    mlflow_experiment: str = "dal",
+    mlflow_artifact_location: str = "",
+    model_name: str = "",
+    image: str = DEFAULT_IMAGE,
+) -> None:
+    """Ingest a dataset (``source_uri``; empty: a synthetic one in the dataset's real layout),
+    then train, extract and evaluate each split (10 for PRID2011 / iLIDS-VID, 1 for MARS).
+
+    ``storage_root`` / ``mlflow_tracking_uri`` default to ``$DAL_STORE`` / ``$MLFLOW_TRACKING_URI``
+    of the cluster's ConfigMap; ``gpus`` > 1 trains with torchrun on one node.
+    """
+    tracking = {"mlflow_tracking_uri": mlflow_tracking_uri, "mlflow_experiment": mlflow_experiment}
+    parent = start_run(
+        **tracking,
+        mlflow_artifact_location=mlflow_artifact_location,
+        job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        params={
+            "dataset": dataset,
+            "source_uri": source_uri,
+            "objective": objective,
+            "backbone": backbone,
+            "steps": steps,
+            "batch_size": batch_size,
+            "image_height": image_height,
+            "image_width": image_width,
+            "gpus": gpus,
+            "seed": seed,
+        },
+    ).set_display_name("mlflow: start run")
+    _on_cluster(parent, image)
+    parent.set_caching_options(False)
+    finish = finish_run(**tracking, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name(
+        "mlflow: finish run"
+    )
+    _on_cluster(finish, image)
+    finish.set_caching_options(False)
+
+    with dsl.ExitHandler(finish, name="dal"):
+        step_tracking = {**tracking, "mlflow_parent_run_id": parent.output}
+        where = {"storage_root": storage_root, "run_key": dsl.PIPELINE_JOB_ID_PLACEHOLDER}
+
+        source = prepare_source(
+            dataset=dataset,
+            source_uri=source_uri,
+            storage_root=storage_root,
+            synthetic_identities=synthetic_identities,
+            seed=seed,
+        ).set_display_name("source")
+        _on_cluster(source, image, RESOURCES["prepare-source"])
+        source.set_caching_options(True)
+
+        ingested = ingest(
+            dataset=dataset,
+            source=source.output,
+            split_lists=split_lists,
+            storage_root=storage_root,
+            **step_tracking,
+        )
+        _on_cluster(ingested, image, RESOURCES["ingest"])
+        ingested.set_caching_options(True)
+
+        splits = plan_splits(ingested=ingested.outputs["ingested"])
+        _on_cluster(splits, image)
+        splits.set_caching_options(False)
+
+        with dsl.ParallelFor(splits.output, name="split", parallelism=2) as split:
+            trained = train(
+                ingested=ingested.outputs["ingested"],
+                split=split,
+                objective=objective,
+                backbone=backbone,
+                weights=weights,
+                steps=steps,
+                batch_size=batch_size,
+                image_height=image_height,
+                image_width=image_width,
+                gpus=gpus,
+                seed=seed,
+                **where,
+                **step_tracking,
+            )
+            _on_cluster(trained, image, RESOURCES["train"])
+            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+            kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+            trained.set_caching_options(False)
+
+            features = extract(
+                ingested=ingested.outputs["ingested"],
+                model=trained.outputs["model"],
+                split=split,
+                **where,
+                **step_tracking,
+            )
+            _on_cluster(features, image, RESOURCES["extract"])
+            features.set_caching_options(False)
+
+            evaluated = evaluate(
+                ingested=ingested.outputs["ingested"],
+                features=features.outputs["features"],
+                split=split,
+                **where,
+                **step_tracking,
+            )
+            _on_cluster(evaluated, image, RESOURCES["evaluate"])
+            evaluated.set_caching_options(False)
+
+            registered = register_model(
+                model=trained.outputs["model"],
+                mlflow_model_uri=trained.outputs["Output"],
+                evaluation_uri=evaluated.outputs["Output"],
+                dataset=dataset,
+                model_name=model_name,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+            ).set_display_name("mlflow: register model")
+            _on_cluster(registered, image)
+            registered.set_caching_options(False)
+
+        averaged = aggregate(evaluations=dsl.Collected(evaluated.outputs["Output"]), **where, **step_tracking)
+        _on_cluster(averaged, image, RESOURCES["evaluate"])
+        averaged.set_caching_options(False)
