@@ -162,7 +162,9 @@ def main(args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2))
     metrics = summary.get("metrics", {})
     if metrics:
-        shown = ", ".join(f"{k} {100 * v:.1f}%" for k, v in metrics.items() if not k.endswith("_std"))
-        print(f"\nmetrics: {shown}")
+        from components.evaluate.metrics import METRIC_KEYS
+
+        shown = ", ".join(f"{k} {100 * metrics[k]:.1f}%" for k in METRIC_KEYS if k in metrics)
+        print(f"\nmetrics ({int(metrics.get('num_splits', 1))} split(s)): {shown}")
     print(f"\nMLflow dashboard: make mlflow-ui  (store: {work.resolve() / 'mlflow.db'})")
     return 0 if summary.get("status") == "FINISHED" else 1

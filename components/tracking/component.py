@@ -28,6 +28,15 @@ def start_run(
     uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
         return ""
+    # A dict parameter travels as a protobuf Struct: its numbers become doubles, and pipeline
+    # parameters inside it arrive as their text ("200.0"). Show integers as integers again.
+    def integral(value: object) -> object:
+        text = str(value)
+        if isinstance(value, float | str) and text.endswith(".0") and text[:-2].lstrip("-").isdigit():
+            return int(text[:-2])
+        return value
+
+    params = {key: integral(value) for key, value in params.items()}
     return start_pipeline_run(
         uri, mlflow_experiment, job_id, run_name or f"dal-{job_id}", params, mlflow_artifact_location
     )
@@ -71,7 +80,7 @@ def register_model(
     metrics = {key: float(evaluation[key]) for key in METRIC_KEYS if key in evaluation}
     tags = {
         "dataset": dataset,
-        "split": model.metadata.get("split", 0),
+        "split": int(model.metadata.get("split", 0)),  # KFP metadata numbers are floats
         "backbone": model.metadata.get("backbone", ""),
         "objective": model.metadata.get("objective", ""),
         "storage_uri": model.metadata.get("uri", ""),

@@ -16,7 +16,9 @@ def _compiled(tmp_path) -> str:
 def test_compiled_pipeline_matches_golden(tmp_path) -> None:
     fresh, golden = _compiled(tmp_path), COMPILED.read_text()
     if fresh != golden:
-        diff = "".join(difflib.unified_diff(golden.splitlines(True), fresh.splitlines(True), "golden", "fresh", n=2))
+        diff = "".join(
+            difflib.unified_diff(golden.splitlines(True), fresh.splitlines(True), "golden", "fresh", n=2)
+        )
         raise AssertionError(
             f"{COMPILED} is out of date; run `make compile` and review the change:\n{diff[:4000]}"
         )
@@ -29,7 +31,10 @@ def test_compiled_pipeline_wiring(tmp_path) -> None:
     exit_dag = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert dag["finish-run"]["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
     assert {"ingest", "prepare-source", "plan-splits", "for-loop-2", "aggregate"} <= set(exit_dag)
-    assert exit_dag["for-loop-2"]["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-splits-Output"
+    assert (
+        exit_dag["for-loop-2"]["parameterIterator"]["items"]["inputParameter"]
+        == "pipelinechannel--plan-splits-Output"
+    )
     loop = spec["components"]["comp-for-loop-2"]["dag"]["tasks"]
     assert set(loop) == {"train", "extract", "evaluate", "register-model"}
     # Caching: on for the source and ingest steps only.
@@ -39,13 +44,18 @@ def test_compiled_pipeline_wiring(tmp_path) -> None:
     # The train step asks for `gpus` GPUs, and every container runs the image parameter.
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert train["resources"]["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
+    assert (
+        train["resources"]["accelerator"]["resourceCount"]
+        == "{{$.inputs.parameters['pipelinechannel--gpus']}}"
+    )
     for name, executor in spec["deploymentSpec"]["executors"].items():
         assert "pipelinechannel--image" in executor["container"]["image"], name
         assert "pip install" not in " ".join(executor["container"]["command"]), name
     # Credentials only from Kubernetes Secrets: never pipeline parameters.
     parameters = spec["root"]["inputDefinitions"]["parameters"]
-    assert not [p for p in parameters if any(word in p.lower() for word in ("secret", "password", "key_id", "token"))]
+    assert not [
+        p for p in parameters if any(word in p.lower() for word in ("secret", "password", "key_id", "token"))
+    ]
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for name, config in executors.items():
         secrets = {s["secretName"]: s for s in config["secretAsEnv"]}
