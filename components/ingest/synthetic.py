@@ -60,6 +60,7 @@ FRAME_BLOCK = 64  # frames rendered at once (bounds memory for MARS's 900-frame 
 JPEG_QUALITY = 90
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPLIT_DIRS = {"prid2011": "PRID2011", "ilidsvid": "iLIDS-VID"}
+PRID_SOLO_FIRST_ID = 201  # PRID2011: persons 1..200 are shared by both cameras, later ids are not
 PERSON_FOLDER = {"prid2011": re.compile(r"person_(\d{4})"), "ilidsvid": re.compile(r"person(\d{3})")}
 FRAME_NUMBER = re.compile(r"(\d+)\.png$")
 
@@ -207,9 +208,10 @@ def _plan_small_pairs(config: SynthConfig) -> Plan:
         for camera in (1, 2):
             add(person, camera, (render.KEY_IDENTITY, person), rng)
     if layout == "prid2011":
-        # Beyond the shared ids each camera has its own people (cam_b twice as many, like the release).
+        # Each camera also has its own people, numbered from 201 as in the release (whose persons
+        # 1..200 are the ones both cameras saw); cam_b has twice as many, like the release.
         for camera, count in ((1, config.num_distractors), (2, 2 * config.num_distractors)):
-            for person in range(config.num_identities + 1, config.num_identities + count + 1):
+            for person in range(PRID_SOLO_FIRST_ID, PRID_SOLO_FIRST_ID + count):
                 rng = render.keyed_rng(config.seed, KEY_SOLO, camera, person)
                 add(person, camera, (KEY_SOLO, camera, person), rng)
     tracklets.sort(key=lambda t: (t.camera, t.person))

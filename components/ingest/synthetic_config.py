@@ -161,10 +161,16 @@ class SynthConfig:
         self._require_range("tracklets_per_camera", self.tracklets_per_camera, 1, 99)
         require(self.num_distractors >= 0, "num_distractors", f"must be >= 0, got {self.num_distractors}")
         if self.layout == "prid2011":
+            # The release's persons 1..200 are those both cameras saw; single-camera ones follow.
             require(
-                self.num_identities + 2 * self.num_distractors <= max_person,
+                self.num_identities <= 200,
+                "num_identities",
+                f"PRID2011 shares at most 200 persons between its cameras, got {self.num_identities}",
+            )
+            require(
+                200 + 2 * self.num_distractors <= max_person,
                 "num_distractors",
-                f"persons plus single-camera persons must fit in {max_person} ids",
+                f"single-camera persons are numbered 201..; they must fit in {max_person} ids",
             )
         require(
             16 <= self.image_height <= 1024, "image_height", f"must be in 16..1024, got {self.image_height}"

@@ -19,9 +19,8 @@ from tests.ingest.test_ingest import _config, _read_back
 SMALL = {"num_identities": 4, "frames_per_tracklet": (22, 24), "image_height": 32, "image_width": 16}
 LAYOUT_OPTIONS = {
     "mars": {"num_cameras": 3, "num_distractors": 1},
-    # Single-camera PRID2011 persons are numbered right after the shared ones by the generator,
-    # which the real "1..200 in both cameras" rule cannot tell apart: none here.
-    "prid2011": {"num_distractors": 0},
+    # Single-camera PRID2011 persons (ids from 201, as the release) are left out by the protocol.
+    "prid2011": {"num_distractors": 1},
     "ilidsvid": {},
 }
 
@@ -35,8 +34,15 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _check_counts(raw_dir: Path, output: str) -> None:
-    expected = json.loads((raw_dir / "synth.json").read_text())["counts"]
+    synth_json = json.loads((raw_dir / "synth.json").read_text())
+    expected, config = synth_json["counts"], synth_json["config"]
     counts = Dataset.open(output).manifest["counts"]
+    if config["layout"] == "prid2011":  # only the persons both cameras saw
+        assert counts["tracklets"] == 2 * config["num_identities"] < expected["tracklets"]
+        assert set(Dataset.open(output).tracklets()["person_id"]) == set(
+            range(1, config["num_identities"] + 1)
+        )
+        return
     assert (counts["tracklets"], counts["frames"]) == (expected["tracklets"], expected["frames"])
     if "queries" in expected:
         assert counts["query_tracklets"] == expected["queries"]

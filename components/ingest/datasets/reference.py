@@ -49,7 +49,6 @@ def load_mat(uri: str | os.PathLike, key: str) -> np.ndarray:
     return np.asarray(content[key])
 
 
-
 def load_mars_info(info_dir: str | os.PathLike) -> MarsInfo:
     """Load and check MARS's ``info/`` tables (statistics in ``components.ingest.datasets.mars``)."""
     info_dir = os.fspath(info_dir)
