@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -74,25 +73,17 @@ def _load(reference: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def _module_available(reference: str) -> bool:
-    try:
-        return importlib.util.find_spec(reference.partition(":")[0]) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dal", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="dal",
+        description="Deep Association Learning for unsupervised video person re-ID: the pipeline steps.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, step in STEPS.items():
-        if not _module_available(step.config):
-            continue
         step_parser = sub.add_parser(name, help=step.help, description=step.help)
         config_lib.add_arguments(step_parser, _load(step.config))
         step_parser.set_defaults(_step=step)
     for name, (module, help_text) in COMMANDS.items():
-        if not _module_available(module):
-            continue
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         importlib.import_module(module).add_arguments(command_parser)
         command_parser.set_defaults(_command=module)

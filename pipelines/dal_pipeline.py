@@ -2,7 +2,7 @@
 
 Wiring only: every step's logic lives in components/<step>/. Defaults come from the steps'
 config dataclasses. Secrets and cluster settings reach the pods from Kubernetes (Secret
-``dal-s3``: AWS keys and endpoint; optional Secret ``dal-mlflow``: MLflow credentials;
+``dal-s3``: AWS keys and endpoint; optional Secret ``dal-mlflow-auth``: MLflow credentials;
 ConfigMap ``dal-config``: ``DAL_STORE``, ``MLFLOW_TRACKING_URI``), never as parameters.
 """
 
@@ -23,7 +23,7 @@ from components.train.config import TrainConfig
 
 PIPELINE_NAME = "dal-reid"
 S3_SECRET = "dal-s3"
-MLFLOW_SECRET = "dal-mlflow"
+MLFLOW_SECRET = "dal-mlflow-auth"
 CONFIG_MAP = "dal-config"
 # Pod resources per step (requests = limits for CPU-heavy steps; the train step adds GPUs).
 RESOURCES = {

@@ -62,6 +62,6 @@ def test_compiled_pipeline_wiring(tmp_path) -> None:
         assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= {
             k["envVar"] for k in secrets["dal-s3"]["keyToEnv"]
         }, name
-        assert secrets["dal-mlflow"]["optional"] is True, name
+        assert secrets["dal-mlflow-auth"]["optional"] is True, name
         assert config["securityContext"]["runAsNonRoot"] is True, name
     assert executors["exec-train"]["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
