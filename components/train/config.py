@@ -106,6 +106,17 @@ class TrainConfig(TrackingOptions):
         default=4, metadata=_help("row groups whose frames are shuffled together (a buffer per worker)")
     )
     log_every: int = dataclasses.field(default=10, metadata=_help("steps between logged metrics"))
+    eval_every: int = dataclasses.field(
+        default=0,
+        metadata=_help(
+            "steps between evaluations of the EMA model on the split's test tracklets (rank 0; "
+            "eval_rank1, eval_mAP, ... in MLflow and the summary's eval_history); 0: off"
+        ),
+    )
+    eval_max_frames: int = dataclasses.field(
+        default=8,
+        metadata=_help("frames per test tracklet in those evaluations, evenly spaced (bounds cost); 0: all"),
+    )
 
     def __post_init__(self) -> None:
         require(bool(self.dataset.strip()), "dataset", "is required")
@@ -143,6 +154,10 @@ class TrainConfig(TrackingOptions):
             f"must be >= 1, got {self.shuffle_buffer_row_groups}",
         )
         require(self.log_every >= 1, "log_every", f"must be >= 1, got {self.log_every}")
+        require(self.eval_every >= 0, "eval_every", f"must be >= 0 (0: off), got {self.eval_every}")
+        require(
+            self.eval_max_frames >= 0, "eval_max_frames", f"must be >= 0 (0: all), got {self.eval_max_frames}"
+        )
 
     def rank_batch_size(self, world_size: int) -> int:
         """Frames per rank and step; the global batch must split evenly over the ranks."""

@@ -154,6 +154,42 @@ class RawSource:
         return self.tree.uri(relative)
 
 
+def paired_source(
+    dataset: str,
+    tree: SourceTree,
+    sequences: dict[tuple[int, int], tuple[str, ...]],
+    names: Callable[[int, int], str],
+    splits: pd.DataFrame,
+    role: dict[int, str],
+    protocol: dict[str, Any],
+) -> RawSource:
+    """PRID2011 / iLIDS-VID: one tracklet per (person, camera); camera 0's is the query.
+
+    ``sequences`` maps (person, camera) to the frame paths, in write order; ``names`` gives a
+    tracklet's name from (person, camera).
+    """
+
+    def tracklets() -> Iterator[RawTracklet]:
+        for (person, camera), frames in sorted(sequences.items()):
+            yield RawTracklet(
+                name=names(person, camera),
+                person_id=person,
+                camera_id=camera,
+                subset=role[person],
+                is_query=camera == 0,
+                frames=frames,
+            )
+
+    return RawSource(
+        dataset=dataset,
+        tree=tree,
+        tracklets=tracklets,
+        splits=splits,
+        num_frames=sum(len(f) for f in sequences.values()),
+        protocol=protocol,
+    )
+
+
 def list_dir(uri: str) -> tuple[list[str], list[str]]:
     """Sub-folders and files directly under ``uri`` (see SourceTree.list_dir)."""
     return SourceTree(uri).list_dir()

@@ -21,10 +21,9 @@ camera id 0 = ``cam1`` (the query), 1 = ``cam2`` (the gallery). ``subset`` is th
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 from components.ingest.datasets import splits as splits_lib
-from components.ingest.datasets.base import LayoutError, RawSource, RawTracklet, SourceTree, relative
+from components.ingest.datasets.base import LayoutError, RawSource, SourceTree, paired_source, relative
 
 NAME = "ilidsvid"
 CAMERA_DIRS = ("cam1", "cam2")
@@ -123,23 +122,12 @@ def open_source(
                 raise LayoutError(f"{tree.uri(folder)}: tracklet folder has no frames")
             sequences[person, camera] = tuple(f"{folder}/{name}" for _, name in parsed)
 
-    def tracklets() -> Iterator[RawTracklet]:
-        for person in persons:
-            for camera in (0, 1):
-                yield RawTracklet(
-                    name=f"{CAMERA_DIRS[camera]}/{seen[camera][person]}",
-                    person_id=person,
-                    camera_id=camera,
-                    subset=role[person],
-                    is_query=camera == 0,
-                    frames=sequences[person, camera],
-                )
-
-    return RawSource(
-        dataset=NAME,
-        tree=tree,
-        tracklets=tracklets,
-        splits=splits,
-        num_frames=sum(len(f) for f in sequences.values()),
-        protocol={"splits": split_source, "query": "the cam1 tracklet of each test person; gallery cam2"},
+    return paired_source(
+        NAME,
+        tree,
+        sequences,
+        lambda person, camera: f"{CAMERA_DIRS[camera]}/{seen[camera][person]}",
+        splits,
+        role,
+        {"splits": split_source, "query": "the cam1 tracklet of each test person; gallery cam2"},
     )

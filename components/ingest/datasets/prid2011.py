@@ -25,10 +25,9 @@ in split 0; all splits go to ``splits.parquet``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 from components.ingest.datasets import splits as splits_lib
-from components.ingest.datasets.base import LayoutError, RawSource, RawTracklet, SourceTree, relative
+from components.ingest.datasets.base import LayoutError, RawSource, SourceTree, paired_source, relative
 
 NAME = "prid2011"
 NUM_PERSONS_BOTH_CAMERAS = 200  # person_0001..person_0200 are the same people in both cameras
@@ -126,23 +125,12 @@ def open_source(
         )
     role = splits_lib.roles(splits, 0)
 
-    def tracklets() -> Iterator[RawTracklet]:
-        for person in persons:
-            for camera in (0, 1):
-                yield RawTracklet(
-                    name=f"{cameras[camera]}/{seen[camera][person]}",
-                    person_id=person,
-                    camera_id=camera,
-                    subset=role[person],
-                    is_query=camera == 0,
-                    frames=sequences[person, camera],
-                )
-
-    return RawSource(
-        dataset=NAME,
-        tree=tree,
-        tracklets=tracklets,
-        splits=splits,
-        num_frames=sum(len(f) for f in sequences.values()),
-        protocol={"persons": rule, "query": "the camera-a tracklet of each test person; gallery camera b"},
+    return paired_source(
+        NAME,
+        tree,
+        sequences,
+        lambda person, camera: f"{cameras[camera]}/{seen[camera][person]}",
+        splits,
+        role,
+        {"persons": rule, "query": "the camera-a tracklet of each test person; gallery camera b"},
     )
