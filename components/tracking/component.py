@@ -28,6 +28,7 @@ def start_run(
     uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri:
         return ""
+
     # A dict parameter travels as a protobuf Struct: its numbers become doubles, and pipeline
     # parameters inside it arrive as their text ("200.0"). Show integers as integers again.
     def integral(value: object) -> object:
