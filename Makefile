@@ -34,11 +34,10 @@ test: setup lint ## the whole test suite (unit + integration with real S3/MLflow
 test-fast: setup ## only the tests that start no servers and run no pipelines
 	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-lint: setup ## ruff on the Python sources, bash -n on the shell scripts
+lint: setup ## ruff on the Python sources, shellcheck on the shell scripts
 	$(BIN)/ruff check components pipelines tests scripts
 	$(BIN)/ruff format --check components pipelines tests scripts
-	bash -n scripts/docker_run.sh
-	bash -n docker/entrypoint.sh
+	$(LINT_BIN)/shellcheck scripts/docker_run.sh docker/entrypoint.sh
 
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix components pipelines tests scripts

@@ -247,8 +247,6 @@ def test_training_command_runs_an_existing_module() -> None:
 def test_training_arguments_parse_with_dal_train() -> None:
     from components import cli
 
-    if not cli._module_available(cli.STEPS["train"].config):
-        pytest.skip("components/train/config.py is not there yet: the flags cannot be checked")
     job = next(doc for _, doc in all_docs() if doc["kind"] == "PyTorchJob")
     for _, template in pod_templates(job):
         (trainer,) = [c for c in template["spec"]["containers"] if c["name"] == "pytorch"]
