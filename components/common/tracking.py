@@ -154,7 +154,9 @@ def step_run(
     status = "FAILED"
     try:
         # mlflow_* fields are plumbing (and a tracking URI may carry credentials): not params.
-        logger.log_params({k: v for k, v in to_dict(config).items() if not k.startswith("mlflow_")})
+        settings = {k: v for k, v in to_dict(config).items() if not k.startswith("mlflow_")}
+        logger.log_params(settings)
+        logger.log_dict(settings, "config.json")  # the exact config, typed, to rerun the step
         yield logger
         status = "FINISHED"
     finally:

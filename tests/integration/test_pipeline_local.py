@@ -58,6 +58,7 @@ def test_pipeline_run_logs_parent_children_plots_and_registered_model(
         "cmc.png",
         "ranklist.png",
         "metrics.json",
+        "config.json",
     }
     train = runs["train-split0"]
     assert "loss" in train.data.metrics and train.data.params["backbone"] == "mobilenet_v1"
