@@ -11,7 +11,7 @@ LINT_BIN := $(LINT_VENV)/bin
 WORK ?= $(CURDIR)/work
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint format run mlflow-ui compile submit bench clean
+.PHONY: help setup test test-fast lint format run mlflow-ui compile submit bench bench-accuracy clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ bench: setup ## speed and memory benchmarks (scripts, not tests)
 	$(BIN)/python scripts/bench_ingest.py
 	$(BIN)/python scripts/bench_evaluate.py
 	$(BIN)/python scripts/bench_train.py
+
+bench-accuracy: setup ## learning quality: DAL vs supervised vs untrained on synthetic PRID2011 / MARS (~30 min CPU; BENCH_ARGS="--quick")
+	$(BIN)/python scripts/bench_accuracy.py $(BENCH_ARGS)
 
 clean: ## remove what make run and the tests wrote (keeps the venvs)
 	rm -rf $(WORK) .pytest_cache

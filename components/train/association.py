@@ -11,7 +11,11 @@ updates the anchors in place without gradient, as in the authors' TensorFlow cod
   or, when that is the frame's own tracklet, the mean nearest distance over that camera's frames
   of the batch (which carries gradient, as in the original);
 - loss = mean(relu(d_intra - d_neg + margin)) + mean(relu(d_cross - d_neg + margin));
-- intra update a <- a - eta * (normalize(a) - f), frames of one tracklet adding up;
+- intra update a <- a - eta * (normalize(a) - f), frames of one tracklet adding up. From a zero
+  anchor this keeps a = eta * (something eta-free), so the anchor directions, the losses and the
+  rankings do not depend on eta at all (true of the reference code too): each anchor is in effect
+  its tracklet's latest frames. ``unit_start`` (not in the reference) starts a zero anchor at the
+  mean of its first frames instead, at unit scale, which makes eta a real moving-average rate;
 - cyclic ranking on the updated normalised intra anchors: own -> nearest anchor in any other camera
   -> nearest anchor back in the own camera; if that is the own tracklet (and ``cross_camera``),
   the cross anchor becomes (own + match) / 2, else the own normalised anchor.
@@ -90,6 +94,7 @@ class AnchorAssociation(nn.Module):
         eta: float = 0.5,
         *,
         init_features: Sequence[Tensor] | None = None,
+        unit_start: bool = False,
         distributed: bool | None = None,
         process_group: dist.ProcessGroup | None = None,
     ) -> None:
@@ -103,6 +108,7 @@ class AnchorAssociation(nn.Module):
         self.feature_dim = int(feature_dim)
         self.margin = float(margin)
         self.eta = float(eta)
+        self.unit_start = bool(unit_start)
         self._distributed = distributed
         self._process_group = process_group
         for c, n in enumerate(sizes):
@@ -137,7 +143,7 @@ class AnchorAssociation(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"tracklets_per_camera={list(self.sizes)}, feature_dim={self.feature_dim}, "
-            f"margin={self.margin}, eta={self.eta}"
+            f"margin={self.margin}, eta={self.eta}, unit_start={self.unit_start}"
         )
 
     @torch.no_grad()
@@ -207,6 +213,10 @@ class AnchorAssociation(nn.Module):
         """The anchor updates from the global batch: identical inputs, identical results on every rank."""
         rows = self._offsets[cams] + tids
         delta = self.eta * (f - intra_n_before[rows])
+        if self.unit_start:  # a still-zero anchor becomes the mean of its frames here, at unit scale
+            unseen = intra_n_before[rows].pow(2).sum(1) == 0
+            frames_per_row = torch.bincount(rows, minlength=int(self._offsets[-1]))[rows]
+            delta = torch.where(unseen[:, None], f / frames_per_row[:, None], delta)
         for c, anchors in enumerate(self.intra_anchors):
             in_c = cams == c
             _add_rows(anchors, tids[in_c], delta[in_c].to(anchors.dtype))

@@ -77,7 +77,20 @@ class TrainConfig(TrackingOptions):
         metadata=_help("epochs before cross-camera association starts; -1: MARS 1, others 2"),
     )
     margin: float = dataclasses.field(default=0.5, metadata=_help("margin of the association ranking loss"))
-    eta: float = dataclasses.field(default=0.5, metadata=_help("anchor update rate"))
+    eta: float = dataclasses.field(
+        default=0.5,
+        metadata=_help(
+            "anchor update rate; from zero-started anchors (the reference's way) the anchor "
+            "directions, and so training, do not depend on it: see unit_anchor_start"
+        ),
+    )
+    unit_anchor_start: bool = dataclasses.field(
+        default=False,
+        metadata=_help(
+            "start each intra anchor at the mean feature of its tracklet's first frames (unit scale), "
+            "not at eta times it, so eta is a moving-average rate (not in the reference; off: as it)"
+        ),
+    )
     weight_decay: float = dataclasses.field(
         default=4e-5, metadata=_help("L2 weight decay on conv/linear weights (not norms or biases)")
     )
@@ -89,6 +102,13 @@ class TrainConfig(TrackingOptions):
     )
     augment: bool = dataclasses.field(
         default=True, metadata=_help("random crop (after a 1/8 resize-up) and horizontal flip")
+    )
+    color_jitter: float = dataclasses.field(
+        default=0.0,
+        metadata=_help(
+            "strength 0..1 of random brightness, contrast, saturation, hue and per-channel gain "
+            "(with augment; 0: off, as the reference release)"
+        ),
     )
     checkpoint_every: int = dataclasses.field(default=1000, metadata=_help("steps between checkpoints"))
     keep_checkpoints: int = dataclasses.field(default=3, metadata=_help("checkpoints kept (the latest K)"))
@@ -144,6 +164,7 @@ class TrainConfig(TrackingOptions):
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.clip_value >= 0, "clip_value", f"must be >= 0, got {self.clip_value}")
         require(0 <= self.ema_decay < 1, "ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        require(0 <= self.color_jitter <= 1, "color_jitter", f"must be in [0, 1], got {self.color_jitter}")
         require(self.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1, got {self.checkpoint_every}")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", f"must be >= 1, got {self.keep_checkpoints}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")

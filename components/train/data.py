@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torchvision.transforms.v2 import functional as tvf
 
 from components.common import images, storage
 from components.common.dataset import Dataset, DatasetError, RowGroupRef
@@ -128,6 +129,19 @@ def plan_row_groups(dataset: Dataset, index: TrainIndex) -> RowGroupPlan:
 
 
 @dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """One frame's random augmentation, drawn ahead from the chunk's seeded generator."""
+
+    flip: bool
+    top: int  # crop offset in the resized-up frame
+    left: int
+    colour: np.ndarray | None  # a row of colour_jitter_params; None: no colour jitter
+
+
+Frame = tuple[bytes, int, Augmentation]  # encoded image, global tracklet id, augmentation
+
+
+@dataclasses.dataclass(frozen=True)
 class StreamOptions:
     seed: int
     rank: int
@@ -135,6 +149,7 @@ class StreamOptions:
     batch_size: int  # frames per rank and step
     image_size: tuple[int, int]  # (height, width)
     augment: bool = True
+    color_jitter: float = 0.0  # strength of the photometric augmentation (0: off); needs augment
     chunk_row_groups: int = 4
     start_batch: int = 0  # batches this rank already consumed (resume)
     with_labels: bool = False  # supervised reference: also yield person classes
@@ -172,12 +187,15 @@ class TrainStream(IterableDataset):
         rng = np.random.default_rng([o.seed, epoch, *chunk])
         (height, width), (big_h, big_w) = o.image_size, _resized_up(o.image_size)
         pad_h, pad_w = big_h - height, big_w - width
-        return {
+        random = {
             "order": rng.permutation(n),
             "flip": rng.random(n) < 0.5,
             "top": rng.integers(0, pad_h + 1, n),
             "left": rng.integers(0, pad_w + 1, n),
         }
+        if o.color_jitter > 0:
+            random["colour"] = colour_jitter_params(rng, n, o.color_jitter)
+        return random
 
     def _read_chunk(self, chunk: tuple[int, ...]) -> pa.Table:
         tables = []
@@ -197,8 +215,8 @@ class TrainStream(IterableDataset):
             tables.append(table)
         return pa.concat_tables(tables)
 
-    def frames(self, stream: int, num_streams: int) -> Iterator[tuple[bytes, int, bool, int, int]]:
-        """The endless frame stream of one worker: (encoded image, global tracklet, flip, top, left)."""
+    def frames(self, stream: int, num_streams: int) -> Iterator[Frame]:
+        """The endless frame stream of one worker: (encoded image, global tracklet, augmentation)."""
         skip = self.skipped_frames(stream, num_streams)
         for epoch in itertools.count():
             chunks = self.chunks(epoch, stream, num_streams)
@@ -222,18 +240,26 @@ class TrainStream(IterableDataset):
                 encoded = picked.column("image").to_pylist()
                 ids = pc.cast(picked.column("tracklet_id"), pa.int64()).to_numpy()
                 flips, tops, lefts = (random[k][positions] for k in ("flip", "top", "left"))
+                colours = random["colour"][positions] if "colour" in random else None
                 for j in range(len(positions)):
-                    yield encoded[j], int(ids[j]), bool(flips[j]), int(tops[j]), int(lefts[j])
+                    augmentation = Augmentation(
+                        bool(flips[j]), int(tops[j]), int(lefts[j]), None if colours is None else colours[j]
+                    )
+                    yield encoded[j], int(ids[j]), augmentation
 
-    def _image(self, data: bytes, flip: bool, top: int, left: int) -> torch.Tensor:
+    def _image(self, data: bytes, augmentation: Augmentation) -> torch.Tensor:
         o = self.options
         frame = images.decode(data, self.dataset.root)
         if not o.augment:
             return images.resize(frame, o.image_size)
         height, width = o.image_size
         big = images.resize(frame, _resized_up(o.image_size))
+        top, left = augmentation.top, augmentation.left
         crop = big[:, top : top + height, left : left + width]
-        return crop.flip(-1) if flip else crop
+        crop = crop.flip(-1) if augmentation.flip else crop
+        if augmentation.colour is not None:
+            crop = apply_colour_jitter(crop, augmentation.colour)
+        return crop
 
     def batches(self, stream: int, num_streams: int) -> Iterator[dict[str, torch.Tensor]]:
         size = self.options.batch_size
@@ -242,7 +268,7 @@ class TrainStream(IterableDataset):
             items = list(itertools.islice(frames, size))
             ids = np.array([item[1] for item in items], np.int64)
             batch = {
-                "images": torch.stack([self._image(item[0], *item[2:]) for item in items]),
+                "images": torch.stack([self._image(item[0], item[2]) for item in items]),
                 "tracklet": torch.from_numpy(self.index.local_of[ids]),
                 "camera": torch.from_numpy(self.index.camera_of[ids]),
             }
@@ -259,6 +285,29 @@ class TrainStream(IterableDataset):
         # the next batch is stream s % W's: worker w plays stream (w + s) % W.
         stream = (info.id + self.options.start_batch) % info.num_workers
         return self.batches(stream, info.num_workers)
+
+
+def colour_jitter_params(rng: np.random.Generator, n: int, strength: float) -> np.ndarray:
+    """Per frame: brightness, contrast, saturation factors, a hue shift and three channel gains.
+
+    The gains model a camera's white balance, the rest its exposure and colour rendering: the
+    differences between cameras that cross-camera matching has to ignore.
+    """
+    s = strength
+    factors = rng.uniform(1.0 - s, 1.0 + s, (n, 3))
+    hue = rng.uniform(-s / 4, s / 4, (n, 1))  # torchvision's hue range is [-0.5, 0.5]
+    gains = np.exp(rng.uniform(-s / 2, s / 2, (n, 3)))
+    return np.concatenate([factors, hue, gains], axis=1).astype(np.float32)
+
+
+def apply_colour_jitter(image: torch.Tensor, params: np.ndarray) -> torch.Tensor:
+    """``image`` (3, H, W) float in [0, 1], jittered with one row of ``colour_jitter_params``."""
+    brightness, contrast, saturation, hue, *gains = (float(x) for x in params)
+    image = tvf.adjust_brightness(image, brightness)
+    image = tvf.adjust_contrast(image, contrast)
+    image = tvf.adjust_saturation(image, saturation)
+    image = tvf.adjust_hue(image, hue)
+    return (image * torch.tensor(gains, dtype=image.dtype).view(3, 1, 1)).clamp_(0.0, 1.0)
 
 
 def _resized_up(size: tuple[int, int]) -> tuple[int, int]:

@@ -50,6 +50,7 @@ from components.train.monitor import AssociationMonitor, RunningMeans, Throughpu
 from components.train.objectives import Network, build_objective
 from components.train.optim import build_optimizer, build_schedule
 from components.train.publish import publish_model
+from components.train.validation import PeriodicEvaluation, Validator
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,13 @@ def build_state(config: TrainConfig, plan: Plan, env: DistEnv, where: str) -> St
     if config.weights:
         load_weights(backbone, config.weights, config.backbone)
     objective, num_classes = build_objective(
-        config.objective, plan.index, backbone.feature_dim, config.margin, config.eta, where
+        config.objective,
+        plan.index,
+        backbone.feature_dim,
+        config.margin,
+        config.eta,
+        where,
+        unit_start=config.unit_anchor_start,
     )
     network = Network(backbone, num_classes).to(env.device)
     if env.device.type == "cuda":
@@ -247,6 +254,7 @@ def _train(config: TrainConfig, env: DistEnv) -> dict[str, Any]:
             batch_size=plan.rank_batch,
             image_size=(config.image_height, config.image_width),
             augment=config.augment,
+            color_jitter=config.color_jitter,
             chunk_row_groups=config.shuffle_buffer_row_groups,
             start_batch=state.step,
             with_labels=config.objective == "supervised",
@@ -256,6 +264,11 @@ def _train(config: TrainConfig, env: DistEnv) -> dict[str, Any]:
     if env.is_main and config.objective == "dal":
         monitor = AssociationMonitor(dataset, plan.index, config.split)
         monitor = monitor if monitor.has_persons else None
+    validator = None
+    if env.is_main and config.eval_every:
+        image_size = (config.image_height, config.image_width)
+        validator = Validator(dataset, config.split, image_size, config.eval_max_frames, env.device)
+    evaluation = PeriodicEvaluation(validator, config.eval_every, env)
     tags = {"dal.objective": config.objective, "dal.resumed_from": resumed_from or "-"}
     if config.objective == "supervised":
         tags["dal.upper_bound"] = "supervised reference: reads person labels"
@@ -264,7 +277,9 @@ def _train(config: TrainConfig, env: DistEnv) -> dict[str, Any]:
         logger.log_params({**plan.params(), "world_size": env.world_size, "workers_used": workers})
         if monitor is not None:
             logger.log_metrics({"association_precision_chance": monitor.chance}, step=state.step)
-        last = _loop(config, plan, state, model, stream, workers, env, guard, logger, monitor)
+        if evaluation.every and state.step == 0:  # the curve's starting point (no anchors yet)
+            evaluation(0, state.ema.module, logger)
+        last = _loop(config, plan, state, model, stream, workers, env, guard, logger, monitor, evaluation)
         checkpoint = ""
         if state.step > start_step or not found:
             checkpoint = _save_checkpoint(config, plan, state, env, workers)
@@ -289,6 +304,7 @@ def _train(config: TrainConfig, env: DistEnv) -> dict[str, Any]:
             "mlflow_model_uri": mlflow_model_uri,
             "mlflow_run_id": logger.run_id or "",
             "checkpoint": checkpoint,
+            "eval_history": evaluation.history,
         }
         if env.is_main:
             storage.write_json(storage.join(config.output, SUMMARY_FILE), summary)
@@ -307,6 +323,7 @@ def _loop(
     guard: ckpt.PreemptionGuard,
     logger: RunLogger,
     monitor: AssociationMonitor | None,
+    evaluation: PeriodicEvaluation,
 ) -> dict[str, float]:
     """Train from ``state.step`` to ``plan.steps`` (or until SIGTERM); the last logged metrics."""
     cuda = env.device.type == "cuda"
@@ -344,6 +361,9 @@ def _loop(
             if stop_requested:
                 guard.requested = True
                 break
+            if evaluation.due(state.step, plan.steps):
+                evaluation(state.step, state.ema.module, logger, _association(monitor, state))
+                speed.restart_clock()
             if state.step % config.checkpoint_every == 0 and state.step < plan.steps:
                 _save_checkpoint(config, plan, state, env, workers)
                 speed.restart_clock()
@@ -392,6 +412,11 @@ def train_step(
     state.schedule.step()
     state.ema.update(state.network.backbone)
     return metrics, stops > 0
+
+
+def _association(monitor: AssociationMonitor | None, state: State) -> dict[str, float]:
+    """The association's quality at this step, kept beside the evaluation in its history."""
+    return monitor(state.objective.association) if monitor is not None else {}
 
 
 def _fmt(metrics: dict[str, float]) -> str:

@@ -37,7 +37,16 @@ class DalObjective(nn.Module):
 
     uses_labels = False
 
-    def __init__(self, index: TrainIndex, feature_dim: int, margin: float, eta: float, where: str) -> None:
+    def __init__(
+        self,
+        index: TrainIndex,
+        feature_dim: int,
+        margin: float,
+        eta: float,
+        where: str,
+        *,
+        unit_start: bool = False,
+    ) -> None:
         super().__init__()
         sizes = list(index.tracklets_per_camera)
         empty = [c for c, n in enumerate(sizes) if n == 0]
@@ -46,7 +55,9 @@ class DalObjective(nn.Module):
                 f"{where}: DAL needs train tracklets in at least 2 cameras and in every camera; "
                 f"train tracklets per camera: {sizes}"
             )
-        self.association = AnchorAssociation(sizes, feature_dim, margin=margin, eta=eta)
+        self.association = AnchorAssociation(
+            sizes, feature_dim, margin=margin, eta=eta, unit_start=unit_start
+        )
 
     def forward(
         self, features: Tensor, logits: Tensor | None, batch: dict[str, Tensor], cross_camera: bool
@@ -87,11 +98,18 @@ class SupervisedObjective(nn.Module):
 
 
 def build_objective(
-    objective: str, index: TrainIndex, feature_dim: int, margin: float, eta: float, where: str
+    objective: str,
+    index: TrainIndex,
+    feature_dim: int,
+    margin: float,
+    eta: float,
+    where: str,
+    *,
+    unit_start: bool = False,
 ) -> tuple[nn.Module, int]:
     """The objective and the classifier size the Network needs (0: none)."""
     if objective == "dal":
-        return DalObjective(index, feature_dim, margin, eta, where), 0
+        return DalObjective(index, feature_dim, margin, eta, where, unit_start=unit_start), 0
     if objective == "supervised":
         if index.num_classes < 2:
             raise DalError(f"{where}: the supervised reference needs >= 2 train persons")

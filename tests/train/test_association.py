@@ -255,6 +255,47 @@ def test_matches_per_frame_reference_over_several_calls(init: str) -> None:
     assert all(count > 0 for count in seen.values()), seen
 
 
+def _eta_calls(eta: float, init_features=None, unit_start=False) -> tuple[list[torch.Tensor], list[float]]:
+    sizes, dim = [3, 4, 2], 5
+    assoc = AnchorAssociation(sizes, dim, eta=eta, init_features=init_features, unit_start=unit_start)
+    losses = [
+        float(assoc(features, tracklets, cameras, cross_camera))
+        for features, tracklets, cameras, cross_camera in random_calls(5, sizes, dim, batch=10, calls=6)
+    ]
+    return [l2_normalize(a) for a in assoc.intra_anchors], losses
+
+
+def test_eta_only_matters_for_anchors_started_from_features() -> None:
+    """A property of the update rule a <- a - eta * (normalize(a) - f), as in the reference code:
+    from zero, an anchor stays eta times an eta-free vector, so its direction, the losses and the
+    rankings do not depend on eta; started from unit-norm features, eta is a moving-average rate."""
+    zero_a, losses_a = _eta_calls(0.5)
+    zero_b, losses_b = _eta_calls(0.1)
+    assert losses_a == pytest.approx(losses_b, abs=1e-5)
+    for a, b in zip(zero_a, zero_b, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    init = [torch.randn(n, 5, generator=torch.Generator().manual_seed(n)) for n in (3, 4, 2)]
+    started_a, _ = _eta_calls(0.5, init)
+    started_b, _ = _eta_calls(0.1, init)
+    assert not torch.allclose(torch.cat(started_a), torch.cat(started_b), atol=1e-3)
+    unit_a, _ = _eta_calls(0.5, unit_start=True)
+    unit_b, _ = _eta_calls(0.1, unit_start=True)
+    assert not torch.allclose(torch.cat(unit_a), torch.cat(unit_b), atol=1e-3)
+
+
+def test_unit_start_begins_at_the_frames_mean_then_moves_by_eta() -> None:
+    assoc = AnchorAssociation([2, 2], 3, eta=0.25, unit_start=True)
+    f1, f2, f3 = l2_normalize(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]]))
+    # Tracklet 0 of camera 0 seen twice in the first batch; tracklet 1 of camera 1 once.
+    assoc(torch.stack([f1, f2, f3]), torch.tensor([0, 0, 1]), torch.tensor([0, 0, 1]), False)
+    torch.testing.assert_close(assoc.intra_anchors[0][0], (f1 + f2) / 2)
+    torch.testing.assert_close(assoc.intra_anchors[1][1], f3)
+    assert float(assoc.intra_anchors[0][1].abs().sum()) == 0.0  # never seen: still zero
+    before = assoc.intra_anchors[1][1].clone()
+    assoc(f1[None], torch.tensor([1]), torch.tensor([1]), False)
+    torch.testing.assert_close(assoc.intra_anchors[1][1], before - 0.25 * (l2_normalize(before) - f1))
+
+
 def test_state_dict_round_trip_and_init_features() -> None:
     torch.manual_seed(0)
     feats = [torch.randn(3, 4), torch.randn(2, 4)]

@@ -49,6 +49,8 @@ def test_defaults_follow_the_reference_release() -> None:
         ("weight_decay", -1e-4),
         ("clip_value", -1.0),
         ("ema_decay", 1.0),
+        ("color_jitter", -0.1),
+        ("color_jitter", 1.5),
         ("checkpoint_every", 0),
         ("keep_checkpoints", 0),
         ("seed", -1),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,7 +15,9 @@ from components.common.dataset import Dataset, DatasetError, DatasetWriter
 from components.train.data import (
     StreamOptions,
     TrainStream,
+    apply_colour_jitter,
     build_index,
+    colour_jitter_params,
     make_loader,
     plan_row_groups,
     usable_workers,
@@ -151,6 +154,29 @@ def test_augmentation_flips_and_crops(dataset: Dataset) -> None:
     augmented = next(iter(_stream(dataset, augment=True)))
     assert torch.equal(plain["tracklet"], augmented["tracklet"])  # same frames, same order
     assert not torch.allclose(plain["images"], augmented["images"])
+
+
+def test_colour_jitter_is_seeded_and_changes_only_colours(dataset: Dataset) -> None:
+    plain = next(iter(_stream(dataset)))
+    jittered = next(iter(_stream(dataset, color_jitter=0.4)))
+    again = next(iter(_stream(dataset, color_jitter=0.4)))
+    assert torch.equal(plain["tracklet"], jittered["tracklet"])  # same frames, crops and flips
+    assert torch.equal(jittered["images"], again["images"])
+    assert not torch.allclose(plain["images"], jittered["images"], atol=0.02)
+    assert float(jittered["images"].min()) >= 0.0 and float(jittered["images"].max()) <= 1.0
+
+
+def test_colour_jitter_parameters_stay_in_range() -> None:
+    params = colour_jitter_params(np.random.default_rng(0), 1000, 0.4)
+    factors, hue, gains = params[:, :3], params[:, 3], params[:, 4:]
+    assert params.shape == (1000, 7)
+    assert factors.min() >= 0.6 and factors.max() <= 1.4
+    assert abs(hue).max() <= 0.1 and gains.min() >= np.exp(-0.2) - 1e-6 and gains.max() <= np.exp(0.2) + 1e-6
+    image = torch.full((3, 4, 2), 0.5)
+    identity = np.array([1, 1, 1, 0, 1, 1, 1], np.float32)
+    assert torch.allclose(apply_colour_jitter(image, identity), image, atol=1e-6)
+    red = np.array([1, 1, 1, 0, 1.2, 1, 1], np.float32)  # a white-balance gain on red alone
+    assert torch.allclose(apply_colour_jitter(image, red)[0], torch.full((4, 2), 0.6), atol=1e-5)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
