@@ -60,7 +60,7 @@ from components.train.data import build_index
 from components.train.loop import run as train_run
 from components.train.monitor import AssociationMonitor
 from scripts import bench_accuracy_report as report
-from scripts.bench_accuracy_baselines import handcrafted_features, untrained_model
+from scripts.bench_accuracy_baselines import FEATURES, handcrafted_features, untrained_model
 from scripts.bench_accuracy_data import DataSettings, PreparedData, prepare
 
 log = logging.getLogger("bench_accuracy")
@@ -68,7 +68,7 @@ log = logging.getLogger("bench_accuracy")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REFERENCE = REPO.parent / "shared" / "data" / "dal-reference"
 EXPERIMENT = "dal-bench-accuracy"
-HANDCRAFTED = ("colour_histogram", "raw_pixels")
+HANDCRAFTED = tuple(FEATURES)  # colour_histogram, raw_pixels
 # Trained methods and their objective: the supervised reference twice, with DAL's recipe (the
 # controlled comparison) and with colour jitter (labels make it robust to the camera colour casts
 # that jitter imitates; DAL's intra-camera association relies on colour and loses with it).
@@ -211,8 +211,8 @@ class Tracker:
         for path in files.values():
             self.client.log_artifact(self.parent, str(path))
 
-    def finish(self, ok: bool, message: str = "") -> None:
-        tracking.finish_pipeline_run(self.uri, EXPERIMENT, self.job_id, ok, message)
+    def finish(self, ok: bool) -> None:
+        tracking.finish_pipeline_run(self.uri, EXPERIMENT, self.job_id, ok)
 
 
 # -- one method on one dataset -----------------------------------------------------------------
@@ -340,8 +340,7 @@ def _load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def _counts_line(data: PreparedData) -> str:
-    dataset = Dataset.open(data.root)
+def _counts_line(dataset: Dataset) -> str:
     train = dataset.subset_tracklets("train", 0)
     test = dataset.subset_tracklets("test", 0)
     return (
@@ -351,8 +350,7 @@ def _counts_line(data: PreparedData) -> str:
     )
 
 
-def _chance(data: PreparedData) -> float:
-    dataset = Dataset.open(data.root)
+def _chance(dataset: Dataset) -> float:
     return AssociationMonitor(dataset, build_index(dataset, 0), 0).chance
 
 
@@ -380,7 +378,7 @@ def run_benchmark(settings: BenchSettings, args: argparse.Namespace) -> dict[str
                 "description": data_settings.describe(),
                 "root": data.root,
                 "counts": data.counts,
-                "counts_line": _counts_line(data),
+                "counts_line": _counts_line(data.dataset),
                 "prepare_seconds": data.seconds,
                 "methods": {},
             }
@@ -388,7 +386,7 @@ def run_benchmark(settings: BenchSettings, args: argparse.Namespace) -> dict[str
             for method in methods:
                 entry["methods"][method] = run_method(ctx, data, method)
             entry["targets"] = report.targets(entry["methods"])
-            entry["association_chance"] = _chance(data)
+            entry["association_chance"] = _chance(data.dataset)
             results["curves"][data_settings.name] = {
                 m: entry["methods"][m].pop("history") for m in TRAINED if m in entry["methods"]
             }

@@ -67,10 +67,13 @@ class DataSettings:
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
     settings: DataSettings
-    raw: str
     root: str  # the ingested dataset
-    counts: dict[str, Any]
+    dataset: Dataset  # opened (and checked) once, for everything the benchmark reads itself
     seconds: float  # 0 when taken from the cache
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return dict(self.dataset.manifest["counts"])
 
 
 def synth_config(settings: DataSettings, reference_dir: str, output: str) -> SynthConfig:
@@ -130,7 +133,7 @@ def prepare(settings: DataSettings, reference_dir: str, work: Path) -> PreparedD
     if settings.name == "prid2011":
         check_prid_split(dataset, reference_dir)
     seconds = 0.0 if cached else time.perf_counter() - started
-    return PreparedData(settings, str(raw), str(root), dict(dataset.manifest["counts"]), round(seconds, 1))
+    return PreparedData(settings, str(root), dataset, round(seconds, 1))
 
 
 def check_prid_split(dataset: Dataset, reference_dir: str) -> None:

@@ -22,7 +22,8 @@ EMPTY_RGB = (200, 200, 200)
 MARKED_RANKS = (1, 5, 10, 20)
 
 
-def _png(figure: Figure) -> bytes:
+def figure_png(figure: Figure) -> bytes:
+    """A figure of the object API rendered on an Agg canvas, as PNG bytes."""
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -58,7 +59,7 @@ def cmc_png(
     axes.set_title(title)
     if len(curves) > 1 or std:
         axes.legend(loc="lower right")
-    return _png(figure)
+    return figure_png(figure)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,4 +134,4 @@ def ranklist_png(rows: Sequence[RankRow], size: tuple[int, int] = (128, 64), tit
     for spine in axes.spines.values():
         spine.set_visible(False)
     axes.set_title(title or "rank list (green: same person, red: different)", fontsize=9)
-    return _png(figure)
+    return figure_png(figure)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ from components.common.tracking import step_run
 from components.extract.config import ExtractConfig
 from components.extract.features import Features, write_features
 from components.extract.pooling import TrackletPooler
-from components.train.model_io import ModelInfo, load_model
+from components.train.model_io import load_model
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,16 @@ class FrameBatches(IterableDataset):
         return images.resize(images.decode(column[i].as_buffer(), where), self.size)
 
 
-def _embed(
-    model: torch.nn.Module, batch: torch.Tensor, info: ModelInfo, device: torch.device
+def embed(
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
 ) -> torch.Tensor:
+    """Frame features of ``batch`` (N, 3, H, W) in [0, 1]: bf16 autocast and channels_last on CUDA."""
     on_cuda = device.type == "cuda"
-    x = images.normalize(batch.to(device, non_blocking=on_cuda), info.mean, info.std)
+    x = images.normalize(batch.to(device, non_blocking=on_cuda), mean, std)
     if on_cuda:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
@@ -158,7 +163,7 @@ def _extract(config: ExtractConfig, env: DistEnv) -> dict[str, Any]:
     with bar, torch.inference_mode():
         for batch, rows, scanned in _loader(frames, config.workers, env.device):
             if len(rows):
-                pooler.update(rows, _embed(model, batch, info, env.device))
+                pooler.update(rows, embed(model, batch, info.mean, info.std, env.device))
             bar.update(scanned)
     pooler.all_reduce(env)
     seconds = time.perf_counter() - started

@@ -45,6 +45,7 @@ from components.common import storage
 from components.common.config import to_dict
 from components.common.errors import DalError
 from components.ingest import synthetic_render as render
+from components.ingest.datasets import ilidsvid, prid2011
 from components.ingest.datasets.reference import load_mars_info, read_split_list, split_list_tracklets
 from components.ingest.synthetic_config import SynthConfig
 
@@ -60,8 +61,9 @@ FRAME_BLOCK = 64  # frames rendered at once (bounds memory for MARS's 900-frame 
 JPEG_QUALITY = 90
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPLIT_DIRS = {"prid2011": "PRID2011", "ilidsvid": "iLIDS-VID"}
-PRID_SOLO_FIRST_ID = 201  # PRID2011: persons 1..200 are shared by both cameras, later ids are not
-PERSON_FOLDER = {"prid2011": re.compile(r"person_(\d{4})"), "ilidsvid": re.compile(r"person(\d{3})")}
+# PRID2011: persons 1..200 are shared by both cameras, later ids are not.
+PRID_SOLO_FIRST_ID = prid2011.NUM_PERSONS_BOTH_CAMERAS + 1
+PERSON_FOLDER = {"prid2011": prid2011.PERSON_DIR, "ilidsvid": ilidsvid.PERSON_DIR}
 FRAME_NUMBER = re.compile(r"(\d+)\.png$")
 
 
@@ -234,10 +236,11 @@ def _plan_reference_mars(config: SynthConfig, reference: Path) -> Plan:
     query_rows: list[int] = []
     for subset, table in (("bbox_train", info.train), ("bbox_test", info.test)):
         persons = table[:, 2]
-        keep = np.isin(persons, sorted(_first_persons(persons[persons > 0], limit)))
+        ids = np.unique(persons[persons > 0])
+        keep = np.isin(persons, sorted(_first_persons(ids, limit)))
         if subset == "bbox_test":
             # Junk and distractor rows: the same fraction as the test persons kept, first rows first.
-            fraction = 1.0 if limit <= 0 else min(1.0, limit / max(len(np.unique(persons[persons > 0])), 1))
+            fraction = 1.0 if limit <= 0 else min(1.0, limit / max(len(ids), 1))
             for bad in (JUNK, DISTRACTOR):
                 rows = np.flatnonzero(persons == bad)
                 keep[rows[: math.ceil(len(rows) * fraction)]] = True
@@ -251,28 +254,15 @@ def _plan_reference_mars(config: SynthConfig, reference: Path) -> Plan:
             length = last - first + 1
             positions, numbers = _kept(length, config.frame_step)
             if person > 0:
-                appearance: tuple[int, ...] = (render.KEY_IDENTITY, person)
-                zoom = offset = None
-            else:
+                identity = (render.KEY_IDENTITY, person)
+                tracklet = Tracklet(subset, person, camera, number, identity, length, positions, numbers)
+            else:  # junk / distractor rows exist in the test set only, as _bad_detection writes them
                 rng = render.keyed_rng(config.seed, KEY_STRUCTURE, person + 2, row)
                 bad = _bad_detection(config, rng, person, camera, number, row)
-                appearance, zoom, offset = bad.appearance, bad.zoom, bad.offset
+                tracklet = dataclasses.replace(bad, length=length, positions=positions, numbers=numbers)
             if subset == "bbox_test":
                 new_row[row] = len(new_row)
-            tracklets.append(
-                Tracklet(
-                    subset,
-                    person,
-                    camera,
-                    number,
-                    appearance,
-                    length,
-                    positions,
-                    numbers,
-                    1.0 if zoom is None else zoom,
-                    0.0 if offset is None else offset,
-                )
-            )
+            tracklets.append(tracklet)
         if subset == "bbox_test":
             query_rows = [new_row[r] for r in info.query_rows.tolist() if r in new_row]
     return Plan(tracklets, query_rows)

@@ -28,7 +28,7 @@ from components.evaluate.metrics import METRIC_KEYS, evaluate_features
 from components.evaluate.protocols import build_eval_set
 from components.extract.config import ExtractConfig
 from components.extract.pooling import TrackletPooler
-from components.extract.run import row_groups_for
+from components.extract.run import embed, row_groups_for
 from components.train.model_io import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ class Validator:
         max_frames: int,
         device: torch.device,
     ) -> None:
-        self.eval_set = build_eval_set(dataset.name, dataset.tracklets(), dataset.splits(), split=split)
+        tracklets = dataset.tracklets()
+        self.eval_set = build_eval_set(dataset.name, tracklets, dataset.splits(), split=split)
         query, gallery = self.eval_set.query, self.eval_set.gallery
         ids = np.union1d(query["tracklet_id"].to_numpy(np.int64), gallery["tracklet_id"].to_numpy(np.int64))
         self.tracklet_ids = ids
@@ -66,7 +67,7 @@ class Validator:
         self.g_rows = np.searchsorted(ids, gallery["tracklet_id"].to_numpy(np.int64))
         self.image_size = image_size
         self.device = device
-        lengths = dataset.tracklets().set_index("tracklet_id").loc[ids, "num_frames"].to_numpy(np.int64)
+        lengths = tracklets.set_index("tracklet_id").loc[ids, "num_frames"].to_numpy(np.int64)
         # One int64 key per wanted frame: (tracklet id, frame index), matched vectorised per row group.
         wanted = np.concatenate(
             [t * _KEY + spaced_positions(int(n), max_frames) for t, n in zip(ids, lengths, strict=True)]
@@ -98,12 +99,7 @@ class Validator:
                 for data in self.encoded[start:stop]
             ]
         )
-        cuda = self.device.type == "cuda"
-        pixels = images.normalize(batch.to(self.device, non_blocking=cuda), IMAGENET_MEAN, IMAGENET_STD)
-        if cuda:
-            pixels = pixels.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cuda):
-            return model(pixels).float()
+        return embed(model, batch, IMAGENET_MEAN, IMAGENET_STD, self.device)
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         """Evaluate ``model`` (a backbone returning features; left in the mode it was in)."""

@@ -36,12 +36,11 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _check_counts(raw_dir: Path, output: str) -> None:
     synth_json = json.loads((raw_dir / "synth.json").read_text())
     expected, config = synth_json["counts"], synth_json["config"]
-    counts = Dataset.open(output).manifest["counts"]
+    dataset = Dataset.open(output)
+    counts = dataset.manifest["counts"]
     if config["layout"] == "prid2011":  # only the persons both cameras saw
         assert counts["tracklets"] == 2 * config["num_identities"] < expected["tracklets"]
-        assert set(Dataset.open(output).tracklets()["person_id"]) == set(
-            range(1, config["num_identities"] + 1)
-        )
+        assert set(dataset.tracklets()["person_id"]) == set(range(1, config["num_identities"] + 1))
         return
     assert (counts["tracklets"], counts["frames"]) == (expected["tracklets"], expected["frames"])
     if "queries" in expected:
