@@ -122,13 +122,20 @@ def embed(
     std: Sequence[float],
     device: torch.device,
 ) -> torch.Tensor:
-    """Frame features of ``batch`` (N, 3, H, W) in [0, 1]: bf16 autocast and channels_last on CUDA."""
+    """Frame features of ``batch`` (N, 3, H, W) in [0, 1]: bf16 autocast and channels_last on CUDA.
+
+    The input takes the model's dtype (float64 for the EMA model of a ``precision=fp64`` run).
+    """
     on_cuda = device.type == "cuda"
-    x = images.normalize(batch.to(device, non_blocking=on_cuda), mean, std)
+    dtype = next(model.parameters()).dtype
+    x = images.normalize(batch.to(device, dtype, non_blocking=on_cuda), mean, std)
     if on_cuda:
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda):
-        return model(x).float()
+    full = torch.float64 if dtype == torch.float64 else torch.float32
+    with torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda and full != torch.float64
+    ):
+        return model(x).to(full)
 
 
 def _loader(frames: FrameBatches, workers: int, device: torch.device) -> DataLoader:

@@ -132,6 +132,12 @@ class AnchorAssociation(nn.Module):
         return len(self.sizes)
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The anchors' dtype, in which all distances and updates are computed (float32 unless the
+        module was converted, e.g. ``.double()`` for float64 reference runs)."""
+        return self.intra_anchor_0.dtype
+
+    @property
     def intra_anchors(self) -> list[Tensor]:
         """The buffers themselves: in-place changes are the module's state."""
         return [getattr(self, f"intra_anchor_{c}") for c in range(self.num_cameras)]
@@ -158,7 +164,7 @@ class AnchorAssociation(nn.Module):
             if tuple(feats.shape) != expected:
                 raise DalError(f"init_features[{c}]: expected shape {expected}, got {tuple(feats.shape)}")
             for anchors in (self.intra_anchors[c], self.cross_anchors[c]):
-                anchors.copy_(l2_normalize(feats.to(anchors.device, torch.float32)))
+                anchors.copy_(l2_normalize(feats.to(anchors.device, anchors.dtype)))
 
     def forward(
         self, features: Tensor, tracklet_ids: Tensor, camera_ids: Tensor, cross_camera: bool
@@ -166,13 +172,14 @@ class AnchorAssociation(nn.Module):
         """The association loss of this (local) batch; then updates the anchors in place."""
         tracklet_ids, camera_ids = self._check_inputs(features, tracklet_ids, camera_ids)
         group = self._group()
-        # Distances and anchor updates stay in fp32 under the caller's bf16 autocast.
+        # Distances and anchor updates stay in the anchors' dtype (fp32) under the caller's bf16 autocast.
         with torch.autocast(device_type=features.device.type, enabled=False):
-            f = l2_normalize(features.float())
+            dtype = self.dtype
+            f = l2_normalize(features.to(dtype))
             rows = self._offsets[camera_ids] + tracklet_ids  # each frame's row in the concatenated anchors
-            intra_n = l2_normalize(torch.cat(self.intra_anchors).float())  # anchors before this call
+            intra_n = l2_normalize(torch.cat(self.intra_anchors).to(dtype))  # anchors before this call
             d_intra = (f - intra_n[rows]).pow(2).sum(1)
-            d_cross = (f - l2_normalize(torch.cat(self.cross_anchors).float()[rows])).pow(2).sum(1)
+            d_cross = (f - l2_normalize(torch.cat(self.cross_anchors).to(dtype)[rows])).pow(2).sum(1)
 
             # Association ranking: the nearest intra anchor of the frame's own camera.
             with torch.no_grad():
@@ -187,7 +194,9 @@ class AnchorAssociation(nn.Module):
             tid_all, cam_all, own_all = ids_all.unbind(1)
 
             # Per-camera mean nearest distance over the global batch, without atomics (deterministic).
-            in_camera = (cam_all[None, :] == torch.arange(self.num_cameras, device=f.device)[:, None]).float()
+            in_camera = (cam_all[None, :] == torch.arange(self.num_cameras, device=f.device)[:, None]).to(
+                dtype
+            )
             camera_mean = (in_camera * d_nearest_all).sum(1) / in_camera.sum(1).clamp_min(1)
             d_neg = torch.where(own_nearest, camera_mean[camera_ids], d_nearest)
             intra_terms = F.relu(d_intra - d_neg + self.margin)
@@ -222,7 +231,7 @@ class AnchorAssociation(nn.Module):
             _add_rows(anchors, tids[in_c], delta[in_c].to(anchors.dtype))
 
         # Cross anchors depend only on the updated intra anchors, so each tracklet is computed once.
-        intra_n = l2_normalize(torch.cat(self.intra_anchors).float())
+        intra_n = l2_normalize(torch.cat(self.intra_anchors).to(self.dtype))
         unique_rows, frame_to_unique = torch.unique(rows, return_inverse=True)
         match = self._cyclic(intra_n, unique_rows)
         own = intra_n[unique_rows]
@@ -257,7 +266,7 @@ class AnchorAssociation(nn.Module):
         """Cyclic match of every tracklet of every camera (camera-major order) from the current anchors."""
         device = self.intra_anchor_0.device
         with torch.autocast(device_type=device.type, enabled=False):
-            intra_n = l2_normalize(torch.cat(self.intra_anchors).float())
+            intra_n = l2_normalize(torch.cat(self.intra_anchors).to(self.dtype))
             rows = torch.arange(intra_n.shape[0], device=device)
             parts = [_fields(self._cyclic(intra_n, chunk)) for chunk in rows.split(_ROW_CHUNK)]
         return CyclicMatch(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})

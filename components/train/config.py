@@ -19,6 +19,7 @@ from components.common.tracking import TrackingOptions
 
 Objective = Literal["dal", "supervised"]
 OptimizerName = Literal["auto", "sgd", "rmsprop"]
+Precision = Literal["auto", "fp32", "fp64"]
 
 SGD_LR = 0.01
 RMSPROP_LR = 0.045
@@ -115,6 +116,13 @@ class TrainConfig(TrackingOptions):
     seed: int = dataclasses.field(default=0, metadata=_help("seed of the init, data order and augmentation"))
     device: Literal["auto", "cpu", "cuda"] = dataclasses.field(
         default="auto", metadata=_help("auto: this rank's GPU if CUDA is available, else the CPU")
+    )
+    precision: Precision = dataclasses.field(
+        default="auto",
+        metadata=_help(
+            "auto: bf16 autocast on CUDA, fp32 on the CPU; fp32: no autocast; fp64: float64 "
+            "throughout (slow; for numerical checks, e.g. that N ranks equal one process)"
+        ),
     )
     workers: int = dataclasses.field(
         default=4, metadata=_help("DataLoader worker processes per rank (0: load in the training process)")

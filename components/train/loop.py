@@ -56,7 +56,9 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"  # rank 0's return value, for callers that launch torchrun
 # Fields that must match to continue a run from its checkpoint (steps may grow).
-_RESUME_FIELDS = ("backbone", "objective", "image_height", "image_width", "batch_size", "seed", "split")
+_RESUME_FIELDS = (
+    "backbone", "objective", "image_height", "image_width", "batch_size", "seed", "split", "precision",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,11 @@ def run(config: TrainConfig) -> dict[str, Any]:
         return _train(config, env)
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype of weights, anchors and losses (bf16 autocast, where on, covers the forward only)."""
+    return torch.float64 if precision == "fp64" else torch.float32
+
+
 def make_plan(config: TrainConfig, dataset: Dataset, env: DistEnv) -> Plan:
     index = build_index(dataset, config.split, with_classes=config.objective == "supervised")
     optimizer = resolve_optimizer(config, dataset.name)
@@ -143,7 +150,8 @@ def build_state(config: TrainConfig, plan: Plan, env: DistEnv, where: str) -> St
         where,
         unit_start=config.unit_anchor_start,
     )
-    network = Network(backbone, num_classes).to(env.device)
+    network = Network(backbone, num_classes).to(env.device, compute_dtype(config.precision))
+    objective = objective.to(env.device, compute_dtype(config.precision))  # the anchors too
     if env.device.type == "cuda":
         network = network.to(memory_format=torch.channels_last)
     ema = WeightEma(network.backbone, config.ema_decay)  # plain batch norm: what model.pt holds
@@ -151,7 +159,7 @@ def build_state(config: TrainConfig, plan: Plan, env: DistEnv, where: str) -> St
         network = nn.SyncBatchNorm.convert_sync_batchnorm(network)
     optimizer = build_optimizer(plan.optimizer, network, plan.lr, config.weight_decay)
     schedule = build_schedule(optimizer, plan.optimizer, plan.steps, plan.steps_per_epoch)
-    return State(network, objective.to(env.device), ema, optimizer, schedule)
+    return State(network, objective, ema, optimizer, schedule)
 
 
 def _meta(config: TrainConfig, plan: Plan) -> dict[str, Any]:
@@ -386,15 +394,17 @@ def train_step(
     """One optimisation step; returns its metrics and whether any rank got SIGTERM."""
     device = env.device
     cuda = device.type == "cuda"
-    pixels = images.normalize(batch["images"].to(device, non_blocking=True), IMAGENET_MEAN, IMAGENET_STD)
+    dtype = compute_dtype(config.precision)
+    pixels = batch["images"].to(device, dtype, non_blocking=True)
+    pixels = images.normalize(pixels, IMAGENET_MEAN, IMAGENET_STD)
     if cuda:
         pixels = pixels.contiguous(memory_format=torch.channels_last)
     targets = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "images"}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and config.precision == "auto"):
         features, logits = model(pixels)
     cross_camera = state.step >= plan.warmup_steps
     loss, metrics = state.objective(
-        features.float(), None if logits is None else logits.float(), targets, cross_camera
+        features.to(dtype), None if logits is None else logits.to(dtype), targets, cross_camera
     )
     # One collective: every rank sees a NaN of any rank before stepping, and any rank's SIGTERM.
     loss_sum, stops = _agree([float(metrics["loss"]), float(stop_requested)], env, device)

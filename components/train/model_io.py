@@ -36,8 +36,12 @@ class ModelInfo:
 
 
 def save_model(uri: str, model: nn.Module, info: ModelInfo) -> None:
-    """Write the artifact atomically to a local path or storage URI."""
-    state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+    """Write the artifact atomically to a local path or storage URI (floating tensors as float32,
+    whatever precision trained them)."""
+    state = {
+        k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).clone()
+        for k, v in model.state_dict().items()
+    }
     buffer = io.BytesIO()
     torch.save({"format": MODEL_FORMAT, **dataclasses.asdict(info), "state_dict": state}, buffer)
     storage.write_bytes(uri, buffer.getvalue())

@@ -20,7 +20,10 @@ from components.train.data import TrainIndex
 
 
 class RunningMeans:
-    """Sums detached metric tensors on their device (no sync per step); ``pop`` returns the means."""
+    """Sums detached metric tensors on their device (no sync per step); ``pop`` returns the means.
+
+    Sums are float64, so a logged value is the exact mean of what the steps computed.
+    """
 
     def __init__(self) -> None:
         self._sums: dict[str, Tensor] = {}
@@ -28,7 +31,7 @@ class RunningMeans:
 
     def add(self, metrics: dict[str, Tensor]) -> None:
         for key, value in metrics.items():
-            value = value.detach().float()
+            value = value.detach().double()
             self._sums[key] = self._sums[key] + value if key in self._sums else value.clone()
         self._count += 1
 

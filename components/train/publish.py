@@ -66,7 +66,7 @@ def log_mlflow_model(logger: RunLogger, model: nn.Module, info: ModelInfo) -> st
     requirements.append(f"torchvision=={torchvision.__version__.split('+')[0]}")
     # "pickle": the "pt2" default traces one fixed input shape; model.pt stays the weights-only copy.
     logged = mlflow.pytorch.log_model(
-        copy.deepcopy(model).cpu().eval(),
+        copy.deepcopy(model).cpu().float().eval(),
         name="model",
         signature=signature,
         pip_requirements=requirements,
