@@ -31,7 +31,7 @@ from components.common.errors import DalError
 from components.ingest.config import IngestConfig
 from components.ingest.datasets import ilidsvid, mars, prid2011
 from components.ingest.datasets.base import RawSource, RawTracklet
-from components.ingest.images import Frame, bounded_map, load_frame
+from components.ingest.raw_frames import CheckedFrame, bounded_map, load_frame
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _write_frames(raw: RawSource, writer: DatasetWriter, config: IngestConfig) -
             for position, path in enumerate(tracklet.frames):
                 yield tracklet_id, tracklet, position, path
 
-    def load(job: Job) -> tuple[Job, Frame]:
+    def load(job: Job) -> tuple[Job, CheckedFrame]:
         return job, load_frame(raw.tree, job[3], config.jpeg_quality)
 
     def close_tracklet(tracklet_id: int, tracklet: RawTracklet, kept: int) -> None:

@@ -24,7 +24,7 @@ from components.cli import main as cli_main
 from components.common import storage
 from components.common.config import ConfigError
 from components.common.dataset import Dataset, DatasetError
-from components.ingest import images
+from components.ingest import raw_frames
 from components.ingest.config import IngestConfig
 from components.ingest.run import open_source, run
 from tests.ingest.test_readers import upload_tree, write_ilids, write_mars, write_prid, write_split_lists
@@ -190,13 +190,13 @@ def test_truncated_and_garbled_images_are_detected() -> None:
     out = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 16, 3), dtype=np.uint8)).save(out, "JPEG")
     good = out.getvalue()
-    assert images.validate(good) == images.Frame(good, "JPEG")
+    assert raw_frames.validate(good) == raw_frames.CheckedFrame(good, "JPEG")
     for cut in (len(good) // 2, len(good) - 100):  # in the header, in the scan data
-        assert "truncated" in images.validate(good[:cut]).error.lower()
-    assert images.validate(b"\x89PNG\r\n\x1a\n garbage").data is None
+        assert "truncated" in raw_frames.validate(good[:cut]).error.lower()
+    assert raw_frames.validate(b"\x89PNG\r\n\x1a\n garbage").data is None
     gif = io.BytesIO()
     Image.new("RGB", (4, 4)).save(gif, "GIF")
-    assert "unsupported image format GIF" in images.validate(gif.getvalue()).error
+    assert "unsupported image format GIF" in raw_frames.validate(gif.getvalue()).error
 
 
 def test_a_tracklet_whose_frames_are_all_corrupt_is_an_error(tmp_path: Path, capsys) -> None:
@@ -363,7 +363,7 @@ def test_bounded_map_keeps_order_and_bounds_the_work_in_flight() -> None:
         return i * i
 
     consumed = 0
-    for value in images.bounded_map(work, items(), workers=3, max_in_flight=5):
+    for value in raw_frames.bounded_map(work, items(), workers=3, max_in_flight=5):
         assert value == consumed * consumed
         consumed += 1
         with lock:
@@ -376,7 +376,7 @@ def test_bounded_map_keeps_order_and_bounds_the_work_in_flight() -> None:
         return i
 
     with pytest.raises(ValueError, match="frame 7"):
-        list(images.bounded_map(fail, range(100), workers=2, max_in_flight=4))
+        list(raw_frames.bounded_map(fail, range(100), workers=2, max_in_flight=4))
 
 
 def _big_mars(root: Path, persons: int = 40, frames: int = 40) -> Path:

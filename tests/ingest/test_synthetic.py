@@ -19,10 +19,15 @@ from PIL import Image
 
 from components.common.config import ConfigError
 from components.common.errors import DalError
-from components.ingest import synthetic
-from components.ingest import synthetic_render as render
+from components.ingest import synthetic, synthetic_encode
 from components.ingest.datasets.reference import load_mars_info, read_split_list, split_list_tracklets
+from components.ingest.synthetic_camera import camera_sprites, camera_view
 from components.ingest.synthetic_config import SynthConfig
+from components.ingest.synthetic_names import mars_person
+from components.ingest.synthetic_person import Identity, render_sprites, sample_identity
+from components.ingest.synthetic_plan import plan_dataset
+from components.ingest.synthetic_random import KEY_IDENTITY, keyed_rng
+from components.ingest.synthetic_tracklets import plan_counts
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"image_height": 32, "image_width": 16}
@@ -97,9 +102,7 @@ def test_mars_layout_names_every_file_and_info_is_consistent(tmp_path: Path) -> 
         assert (table[1:, 0] == table[:-1, 1] + 1).all()
         for first, last, person, camera in table.tolist():
             parsed = [MARS_FILE.match(f"bbox_{subset}/{n[:4]}/{n}") for n in listed[first - 1 : last]]
-            assert {(m.group(3), m.group(4)) for m in parsed} == {
-                (synthetic.mars_person(person), str(camera))
-            }
+            assert {(m.group(3), m.group(4)) for m in parsed} == {(mars_person(person), str(camera))}
             assert len({m.group(5) for m in parsed}) == 1  # one tracklet per row
         assert len(table) == sum(1 for key in tracklets if key[0] == subset)
     queries = info.test[info.query_rows]
@@ -142,7 +145,7 @@ def test_png_encoder_is_lossless() -> None:
     rng = np.random.default_rng(3)
     for shape in ((32, 16, 3), (17, 9, 3)):
         image = rng.integers(0, 256, shape, dtype=np.uint8)
-        decoded = np.asarray(Image.open(io.BytesIO(synthetic.encode_png(image))))
+        decoded = np.asarray(Image.open(io.BytesIO(synthetic_encode.encode_png(image))))
         np.testing.assert_array_equal(decoded, image)
 
 
@@ -165,9 +168,9 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
 
 def test_random_keys_do_not_collide() -> None:
     keys = [(11, 1), (11, 1, 0), (11,), (11, 0), (1, 11)]
-    draws = {key: render.keyed_rng(0, *key).random() for key in keys}
+    draws = {key: keyed_rng(0, *key).random() for key in keys}
     assert len(set(draws.values())) == len(draws)
-    assert render.keyed_rng(1, 11, 1).random() != draws[(11, 1)]
+    assert keyed_rng(1, 11, 1).random() != draws[(11, 1)]
 
 
 def test_a_subset_of_identities_renders_the_same_bytes(tmp_path: Path) -> None:
@@ -183,14 +186,14 @@ def test_a_subset_of_identities_renders_the_same_bytes(tmp_path: Path) -> None:
 
 
 def test_identity_is_stable_and_cameras_recolour_it() -> None:
-    identity = render.sample_identity(render.keyed_rng(0, render.KEY_IDENTITY, 7))
-    other = render.sample_identity(render.keyed_rng(0, render.KEY_IDENTITY, 8))
-    assert identity == render.sample_identity(render.keyed_rng(0, render.KEY_IDENTITY, 7))
+    identity = sample_identity(keyed_rng(0, KEY_IDENTITY, 7))
+    other = sample_identity(keyed_rng(0, KEY_IDENTITY, 8))
+    assert identity == sample_identity(keyed_rng(0, KEY_IDENTITY, 7))
     assert identity != other
 
-    def person_colour(cast: float, camera: int, who: render.Identity) -> np.ndarray:
-        view = render.camera_view(0, camera, 64, 32, cast, 0.5, 0.0)
-        sprites = render.camera_sprites(render.render_sprites(who, False, 64), view, 64)
+    def person_colour(cast: float, camera: int, who: Identity) -> np.ndarray:
+        view = camera_view(0, camera, 64, 32, cast, 0.5, 0.0)
+        sprites = camera_sprites(render_sprites(who, False, 64), view, 64)
         return sprites.colour[:-1].sum(0) / sprites.alpha[:-1].sum()  # mean colour of the person
 
     # Without colour cast the person keeps its colours in every camera; with it they shift.
@@ -200,10 +203,10 @@ def test_identity_is_stable_and_cameras_recolour_it() -> None:
     spread_cast = max(np.abs(a - b).max() for a in cast for b in cast)
     assert spread_plain < 0.02
     assert spread_cast > 0.08
-    view = render.camera_view(0, 1, 64, 32, 0.0, 0.5, 0.0)
+    view = camera_view(0, 1, 64, 32, 0.0, 0.5, 0.0)
     assert not np.allclose(
-        render.camera_sprites(render.render_sprites(identity, False, 64), view, 64).colour,
-        render.camera_sprites(render.render_sprites(other, False, 64), view, 64).colour,
+        camera_sprites(render_sprites(identity, False, 64), view, 64).colour,
+        camera_sprites(render_sprites(other, False, 64), view, 64).colour,
     )
 
 
@@ -257,14 +260,14 @@ def _mars_lengths(table: np.ndarray, step: int = 1) -> list[int]:
 
 def test_mars_plan_reproduces_the_full_reference_structure(reference_dir: Path, tmp_path: Path) -> None:
     config = SynthConfig(layout="mars", output=str(tmp_path / "x"), reference_dir=str(reference_dir))
-    plan = synthetic.make_plan(config)
+    plan = plan_dataset(config)
     real = load_mars_info(reference_dir / "info")
     for subset, table in (("bbox_train", real.train), ("bbox_test", real.test)):
         mine = [t for t in plan.tracklets if t.subset == subset]
         assert [(t.person, t.camera) for t in mine] == [(p, c) for _, _, p, c in table.tolist()]
         assert [len(t.numbers) for t in mine] == _mars_lengths(table)
     assert plan.query_rows == real.query_rows.tolist()
-    counts = synthetic.count(plan)
+    counts = plan_counts(plan)
     assert (counts["persons"], counts["tracklets"], counts["cameras"]) == (1259, 20478, 6)
     assert counts["frames"] == 509914 + 681089
 
@@ -310,11 +313,11 @@ def test_split_datasets_reproduce_split_1(
     }
     # The whole structure: every person, camera and tracklet length of the lists.
     config = SynthConfig(layout=layout, output=str(tmp_path / "x"), reference_dir=str(reference_dir))
-    plan = synthetic.make_plan(config)
+    plan = plan_dataset(config)
     expected = {key: len(paths) for part in lists.values() for key, paths in part.items()}
     to_folder = {"prid2011": "person_{:04d}", "ilidsvid": "person{:03d}"}[layout]
     assert {(to_folder.format(t.person), t.camera): len(t.numbers) for t in plan.tracklets} == expected
-    assert synthetic.count(plan)["persons"] == {"prid2011": 178, "ilidsvid": 300}[layout]
+    assert plan_counts(plan)["persons"] == {"prid2011": 178, "ilidsvid": 300}[layout]
 
     # A written subset: the two lowest persons of train and of test, every 3rd frame, real names.
     root, _ = synth(tmp_path, layout=layout, reference_dir=str(reference_dir), max_identities=2, frame_step=3)
@@ -396,7 +399,7 @@ def test_failure_publishes_nothing_and_keeps_the_previous_output(
             raise OSError(28, "No space left on device")
         return b"partial"
 
-    monkeypatch.setattr(synthetic, "encode_png", failing_encoder)
+    monkeypatch.setattr(synthetic_encode, "encode_png", failing_encoder)
     with pytest.raises(DalError, match="No space left"):
         synth(tmp_path, layout="prid2011", num_identities=2, seed=6)
     assert digests(root, files_of(root)) == before

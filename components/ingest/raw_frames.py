@@ -29,7 +29,7 @@ R = TypeVar("R")
 
 
 @dataclasses.dataclass(frozen=True)
-class Frame:
+class CheckedFrame:
     """A validated frame, or why it is corrupt (``data`` is None then)."""
 
     data: bytes | None
@@ -37,25 +37,25 @@ class Frame:
     error: str = ""
 
 
-def validate(data: bytes, jpeg_quality: int = 0) -> Frame:
+def validate(data: bytes, jpeg_quality: int = 0) -> CheckedFrame:
     """Decode ``data`` fully; return the bytes to store (re-encoded to JPEG when quality > 0)."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             source_format = image.format or ""
             if source_format not in FORMATS:
-                return Frame(None, error=f"unsupported image format {source_format or 'unknown'}")
+                return CheckedFrame(None, error=f"unsupported image format {source_format or 'unknown'}")
             if not jpeg_quality:
-                return Frame(data, source_format)
+                return CheckedFrame(data, source_format)
             out = io.BytesIO()
             image.convert("RGB").save(out, format="JPEG", quality=jpeg_quality)
-            return Frame(out.getvalue(), "JPEG")
+            return CheckedFrame(out.getvalue(), "JPEG")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         # Pillow reports truncated or garbled data as OSError/SyntaxError/ValueError.
-        return Frame(None, error=str(exc) or type(exc).__name__)
+        return CheckedFrame(None, error=str(exc) or type(exc).__name__)
 
 
-def load_frame(tree: SourceTree, path: str, jpeg_quality: int = 0) -> Frame:
+def load_frame(tree: SourceTree, path: str, jpeg_quality: int = 0) -> CheckedFrame:
     """Read and validate one frame (``path`` relative to the tree). A read failure (missing file,
     storage down) raises StorageError: that is no corrupt frame, and ``--skip-corrupt`` must not hide it."""
     return validate(tree.read(path), jpeg_quality)
