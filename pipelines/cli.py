@@ -164,7 +164,13 @@ def main(args: argparse.Namespace) -> int:
     if metrics:
         from components.evaluate.metrics import METRIC_KEYS
 
-        shown = ", ".join(f"{k} {100 * metrics[k]:.1f}%" for k in METRIC_KEYS if k in metrics)
-        print(f"\nmetrics ({int(metrics.get('num_splits', 1))} split(s)): {shown}")
+        def shown(prefix: str) -> str:
+            return ", ".join(
+                f"{k} {100 * metrics[prefix + k]:.1f}%" for k in METRIC_KEYS if prefix + k in metrics
+            )
+
+        print(f"\nmetrics ({int(metrics.get('num_splits', 1))} split(s)): {shown('')}")
+        if "initial_rank1" in metrics:
+            print(f"initial weights, untrained:   {shown('initial_')}")
     print(f"\nMLflow dashboard: make mlflow-ui  (store: {work.resolve() / 'mlflow.db'})")
     return 0 if summary.get("status") == "FINISHED" else 1

@@ -1,4 +1,5 @@
-"""The DAL pipeline: ingest -> (per split) train -> extract -> evaluate -> register -> average.
+"""The DAL pipeline: ingest -> (per split) train -> extract -> evaluate -> register -> average;
+the initial weights (what training started from) are extracted, evaluated and averaged beside.
 
 Wiring only: every step's logic lives in components/<step>/. Defaults come from the steps'
 config dataclasses. Secrets and cluster settings reach the pods from Kubernetes (Secret
@@ -34,6 +35,7 @@ RESOURCES = {
     "evaluate": ("2", "2", "8Gi", "8Gi"),
 }
 SMALL = ("500m", "1", "512Mi", "1Gi")
+INITIAL = "initial"  # the variant of extract / evaluate / aggregate that scores the initial weights
 
 
 def _default(config_cls: type, name: str) -> object:
@@ -201,6 +203,29 @@ def dal_pipeline(
             _on_cluster(evaluated, image, RESOURCES["evaluate"])
             evaluated.set_caching_options(False)
 
+            # The weights training started from, through the same steps: what training added.
+            initial_features = extract(
+                ingested=ingested.outputs["ingested"],
+                model=trained.outputs["initial_model"],
+                split=split,
+                variant=INITIAL,
+                **where,
+                **step_tracking,
+            ).set_display_name("extract (initial weights)")
+            _on_cluster(initial_features, image, RESOURCES["extract"])
+            initial_features.set_caching_options(False)
+
+            initial_evaluated = evaluate(
+                ingested=ingested.outputs["ingested"],
+                features=initial_features.outputs["features"],
+                split=split,
+                variant=INITIAL,
+                **where,
+                **step_tracking,
+            ).set_display_name("evaluate (initial weights)")
+            _on_cluster(initial_evaluated, image, RESOURCES["evaluate"])
+            initial_evaluated.set_caching_options(False)
+
             registered = register_model(
                 model=trained.outputs["model"],
                 mlflow_model_uri=trained.outputs["Output"],
@@ -215,3 +240,12 @@ def dal_pipeline(
         averaged = aggregate(evaluations=dsl.Collected(evaluated.outputs["Output"]), **where, **step_tracking)
         _on_cluster(averaged, image, RESOURCES["evaluate"])
         averaged.set_caching_options(False)
+
+        initial_averaged = aggregate(
+            evaluations=dsl.Collected(initial_evaluated.outputs["Output"]),
+            variant=INITIAL,
+            **where,
+            **step_tracking,
+        ).set_display_name("aggregate (initial weights)")
+        _on_cluster(initial_averaged, image, RESOURCES["evaluate"])
+        initial_averaged.set_caching_options(False)

@@ -49,12 +49,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from components.common import storage, tracking
+from components.common.config import ConfigError
 from components.common.dataset import Dataset
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.metrics import METRIC_KEYS
 from components.evaluate.run import run as evaluate_run
 from components.extract.config import ExtractConfig
 from components.extract.run import run as extract_run
+from components.model.catalog import IMAGENET
 from components.train.config import TrainConfig
 from components.train.data import build_index
 from components.train.loop import run as train_run
@@ -83,6 +85,7 @@ SET_BY_BENCHMARK = frozenset(
         "split",
         "objective",
         "backbone",
+        "weights",
         "image_height",
         "image_width",
         "batch_size",
@@ -107,6 +110,7 @@ class BenchSettings:
     datasets: tuple[DataSettings, ...]
     steps: tuple[tuple[str, int], ...]  # per dataset: the step budget of DAL and of the supervised run
     backbone: str
+    weights: str  # every trained method's init and the untrained_imagenet row's; "": random init
     image_height: int
     image_width: int
     batch_size: int
@@ -124,8 +128,9 @@ class BenchSettings:
         steps = ", ".join(f"{name} {n}" for name, n in self.steps)
         shared = ", ".join(f"{k}={v}" for k, v in self.train)
         own = "; ".join(f"{m}: " + ", ".join(f"{k}={v}" for k, v in fields) for m, fields in self.per_method)
+        init = {"": "random init", "imagenet": "bundled ImageNet weights"}.get(self.weights, self.weights)
         return (
-            f"backbone {self.backbone}, {self.image_height}x{self.image_width} input, "
+            f"backbone {self.backbone} from {init}, {self.image_height}x{self.image_width} input, "
             f"batch {self.batch_size}, "
             f"steps ({steps}), {shared or 'TrainConfig defaults'}{'; ' + own if own else ''}, "
             f"seed {self.seed}, {self.eval_points} evaluations per run on <= {self.eval_max_frames} "
@@ -141,9 +146,10 @@ FULL = BenchSettings(
         DataSettings(name="mars", frame_step=16, max_identities=100, image_height=64, image_width=32),
     ),
     steps=(("prid2011", 600), ("mars", 600)),
-    backbone="mobilenet_v1",
-    image_height=64,
-    image_width=32,
+    backbone="mobilenet_v2",
+    weights=IMAGENET,
+    image_height=128,
+    image_width=64,
     batch_size=64,
     # From random init in 600 steps MARS's default (SGD 0.01, x0.1 at half the steps, meant for
     # 100k steps from ImageNet weights) barely moves even the supervised reference: RMSProp for all.
@@ -157,7 +163,8 @@ QUICK = BenchSettings(
         DataSettings(name="mars", frame_step=12, max_identities=4, image_height=32, image_width=16),
     ),
     steps=(("prid2011", 40), ("mars", 40)),
-    backbone="timm:test_resnet",
+    backbone="mobilenet_v2",  # from the bundled ImageNet weights, as the full benchmark
+    weights=IMAGENET,
     image_height=32,
     image_width=16,
     batch_size=32,
@@ -222,7 +229,6 @@ class Context:
     work: Path
     tracker: Tracker
     device: str
-    weights: str
     workers: int
 
 
@@ -244,6 +250,7 @@ def train_config(ctx: Context, data: PreparedData, method: str, output: str, par
         split=0,
         objective=OBJECTIVES[method],
         backbone=s.backbone,
+        weights=s.weights,
         image_height=s.image_height,
         image_width=s.image_width,
         batch_size=s.batch_size,
@@ -284,7 +291,7 @@ def run_method(ctx: Context, data: PreparedData, method: str) -> dict[str, Any]:
                 result["history"] = summary["eval_history"]
             else:
                 model = str(folder / "model.pt")
-                weights = ctx.weights if method == "untrained_imagenet" else ""
+                weights = ctx.settings.weights if method == "untrained_imagenet" else ""
                 size = (ctx.settings.image_height, ctx.settings.image_width)
                 untrained_model(ctx.settings.backbone, size, ctx.settings.seed, model, weights)
             extract_run(
@@ -362,11 +369,16 @@ def run_benchmark(settings: BenchSettings, args: argparse.Namespace) -> dict[str
         or os.environ.get("MLFLOW_TRACKING_URI", "")
         or f"sqlite:///{work / 'mlflow.db'}"
     )
-    methods = [m for m in args.methods if m != "untrained_imagenet" or args.weights]
+    methods = [m for m in args.methods if m != "untrained_imagenet" or settings.weights]
     started, load_start = time.perf_counter(), _load()
-    params = {"settings": settings.line(), "methods": methods, "quick": args.quick, "weights": args.weights}
+    params = {
+        "settings": settings.line(),
+        "methods": methods,
+        "quick": args.quick,
+        "weights": settings.weights,
+    }
     tracker = Tracker(uri, (work / "mlartifacts").as_uri(), params)
-    ctx = Context(settings, work, tracker, args.device, args.weights, args.workers)
+    ctx = Context(settings, work, tracker, args.device, args.workers)
     results: dict[str, Any] = {"datasets": {}, "curves": {}}
     ok = False
     try:
@@ -385,7 +397,7 @@ def run_benchmark(settings: BenchSettings, args: argparse.Namespace) -> dict[str
             results["datasets"][data_settings.name] = entry
             for method in methods:
                 entry["methods"][method] = run_method(ctx, data, method)
-            entry["targets"] = report.targets(entry["methods"])
+            entry["targets"] = report.targets(data_settings.name, entry["methods"])
             entry["association_chance"] = _chance(data.dataset)
             results["curves"][data_settings.name] = {
                 m: entry["methods"][m].pop("history") for m in TRAINED if m in entry["methods"]
@@ -482,11 +494,16 @@ def apply_overrides(settings: BenchSettings, args: argparse.Namespace) -> BenchS
         changes["seed"] = args.seed
     if args.backbone:
         changes["backbone"] = args.backbone
+    if args.weights is not None:
+        changes["weights"] = args.weights
     if args.image_size:
         changes["image_height"], changes["image_width"] = args.image_size
     settings = dataclasses.replace(settings, **changes)
     for method in TRAINED:  # fail now on a bad field value, not after the first datasets ran
-        TrainConfig(dataset="-", output="-", **settings.train_fields(method))
+        TrainConfig(
+            dataset="-", output="-", backbone=settings.backbone, weights=settings.weights,
+            **settings.train_fields(method),
+        )  # fmt: skip
     return settings
 
 
@@ -504,7 +521,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", default=["prid2011", "mars"], choices=["prid2011", "mars"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument(
-        "--weights", default="", help="ImageNet weights file of the backbone: adds untrained_imagenet"
+        "--weights",
+        default=None,
+        help="init of every trained method and of the untrained_imagenet row: imagenet (bundled, the "
+        "preset's), a weights file of the backbone, or '' (random init: the ablation, no such row)",
     )
     parser.add_argument(
         "--steps", type=int, default=0, help="step budget of every trained run (0: the preset's)"
@@ -561,11 +581,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.weights and not storage.exists(args.weights):
-        print(f"bench_accuracy: --weights {args.weights}: file not found", file=sys.stderr)
-        return 2
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
-    settings = apply_overrides(QUICK if args.quick else FULL, args)
+    try:
+        settings = apply_overrides(QUICK if args.quick else FULL, args)
+    except ConfigError as exc:
+        print(f"bench_accuracy: {exc}", file=sys.stderr)
+        return 2
+    if settings.weights not in ("", IMAGENET) and not storage.exists(settings.weights):
+        print(f"bench_accuracy: --weights {settings.weights}: file not found", file=sys.stderr)
+        return 2
     results = run_benchmark(settings, args)
     print()
     print(report.text_table(results))

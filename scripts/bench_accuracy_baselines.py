@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from components.common import images
 from components.common.dataset import Dataset
 from components.extract.features import Features, write_features
-from components.extract.run import row_groups_for, select_tracklets
-from components.train.backbones import build_backbone, load_weights
-from components.train.model_io import ModelInfo, save_model
+from components.extract.run import select_tracklets
+from components.model.artifact import ModelInfo, save_model
+from components.model.backbones import build_backbone, load_weights
 
 HIST_BINS = 8  # per channel
 PIXEL_SIZE = (16, 8)
@@ -58,7 +58,7 @@ def handcrafted_features(dataset_uri: str, split: int, kind: str, output: str) -
     ids = tracklets["tracklet_id"].to_numpy(np.int64)
     sums: np.ndarray | None = None
     counts = np.zeros(len(ids), np.int64)
-    for ref in row_groups_for(dataset, ids):
+    for ref in dataset.row_groups_holding(ids):
         table = dataset.read_row_group(ref, ["tracklet_id", "image"])
         tids = table.column("tracklet_id").to_numpy().astype(np.int64)
         keep = np.flatnonzero(np.isin(tids, ids))

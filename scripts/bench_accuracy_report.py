@@ -23,10 +23,14 @@ LABELS = {
     "supervised": "supervised reference (upper bound, uses labels)",
     "supervised_jitter": "supervised reference + colour jitter",
 }
-# Issue 6's targets: DAL rank-1 >= 90 % of the supervised upper bound's and >= untrained + 20 points.
-RATIO_TARGET = 0.9
-GAIN_TARGET = 0.20
-RATIO_WANTED, GAIN_WANTED = f">= {100 * RATIO_TARGET:.0f} %", f">= +{100 * GAIN_TARGET:.0f} points"
+# Targets per dataset (issue 11): DAL rank-1 as a share of the supervised upper bound's, and its
+# gain over the features training starts from (the untrained ImageNet backbone; the random one
+# when the benchmark runs from random init). MARS's ratio is lower: many tracklets per person and
+# camera contradict DAL's one-identity-per-tracklet-and-camera assumption (the paper's own real-
+# data ratio is lower still). Hand-crafted matching must stay far below DAL.
+RATIO_TARGETS = {"prid2011": 0.9, "mars": 0.7}
+GAIN_TARGETS = {"prid2011": 0.30, "mars": 0.20}
+HANDCRAFTED_GAIN = 0.20
 assert set(TABLE_KEYS) <= set(METRIC_KEYS)
 
 
@@ -34,8 +38,8 @@ def _check(value: float, target: float) -> dict[str, Any]:
     return {"value": value, "target": target, "met": value >= target}
 
 
-def targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets on one dataset (only those whose methods ran)."""
+def targets(dataset: str, methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The targets on one dataset (only those whose methods ran)."""
     rank1 = {name: result["metrics"]["rank1"] for name, result in methods.items()}
     checks: dict[str, Any] = {}
     if "dal" not in rank1:
@@ -45,16 +49,16 @@ def targets(methods: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return rank1["dal"] / reference if reference > 0 else 0.0
 
     if "supervised" in rank1:
-        checks["dal_vs_supervised"] = _check(ratio(rank1["supervised"]), RATIO_TARGET)
+        checks["dal_vs_supervised"] = _check(ratio(rank1["supervised"]), RATIO_TARGETS[dataset])
     supervised = [rank1[k] for k in ("supervised", "supervised_jitter") if k in rank1]
     if len(supervised) > 1:  # against the better of the two references
-        checks["dal_vs_best_supervised"] = _check(ratio(max(supervised)), RATIO_TARGET)
-    if "untrained" in rank1:
-        checks["dal_minus_untrained"] = _check(rank1["dal"] - rank1["untrained"], GAIN_TARGET)
+        checks["dal_vs_best_supervised"] = _check(ratio(max(supervised)), RATIO_TARGETS[dataset])
+    start = next((k for k in ("untrained_imagenet", "untrained") if k in rank1), None)
+    if start is not None:
+        checks[f"dal_minus_{start}"] = _check(rank1["dal"] - rank1[start], GAIN_TARGETS[dataset])
     handcrafted = [rank1[k] for k in ("colour_histogram", "raw_pixels") if k in rank1]
     if handcrafted:
-        # Issue 6, point 5: hand-crafted matching must stay far below DAL (same margin as above).
-        checks["dal_minus_handcrafted"] = _check(rank1["dal"] - max(handcrafted), GAIN_TARGET)
+        checks["dal_minus_handcrafted"] = _check(rank1["dal"] - max(handcrafted), HANDCRAFTED_GAIN)
     return checks
 
 
@@ -71,27 +75,28 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+TARGET_LABELS = {
+    "dal_vs_supervised": "DAL R1 / supervised R1",
+    "dal_vs_best_supervised": "DAL R1 / best supervised R1 (either recipe)",
+    "dal_minus_untrained_imagenet": "DAL R1 - untrained ImageNet R1",
+    "dal_minus_untrained": "DAL R1 - untrained (random init) R1",
+    "dal_minus_handcrafted": "DAL R1 - best hand-crafted R1",
+}
+
+
 def _target_lines(results: dict[str, Any]) -> list[str]:
     lines = []
-    names = {
-        "dal_vs_supervised": ("DAL R1 / supervised R1", lambda v: f"{100 * v:.1f} %", RATIO_WANTED),
-        "dal_vs_best_supervised": (
-            "DAL R1 / best supervised R1 (either recipe)",
-            lambda v: f"{100 * v:.1f} %",
-            RATIO_WANTED,
-        ),
-        "dal_minus_untrained": ("DAL R1 - untrained R1", lambda v: f"{100 * v:+.1f} points", GAIN_WANTED),
-        "dal_minus_handcrafted": (
-            "DAL R1 - best hand-crafted R1",
-            lambda v: f"{100 * v:+.1f} points",
-            GAIN_WANTED,
-        ),
-    }
     for dataset, entry in results["datasets"].items():
         for key, check in entry.get("targets", {}).items():
-            label, fmt, wanted = names[key]
+            if key.startswith("dal_vs_"):
+                value, wanted = f"{100 * check['value']:.1f} %", f">= {100 * check['target']:.0f} %"
+            else:
+                value, wanted = (
+                    f"{100 * check['value']:+.1f} points",
+                    f">= +{100 * check['target']:.0f} points",
+                )
             status = "met" if check["met"] else "NOT met"
-            lines.append(f"{dataset}: {label} = {fmt(check['value'])} (target {wanted}): {status}")
+            lines.append(f"{dataset}: {TARGET_LABELS[key]} = {value} (target {wanted}): {status}")
     return lines
 
 

@@ -130,6 +130,7 @@ def main() -> None:
             dataset=root,
             output=f"{tmp}/run",
             backbone=backbone,
+            weights="",  # speed does not depend on the init
             image_height=height,
             image_width=width,
             batch_size=args.batch_size,

@@ -22,6 +22,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -358,6 +359,15 @@ class Dataset:
                 refs.append(
                     RowGroupRef(uri, index, group["rows"], group["tracklet_min"], group["tracklet_max"])
                 )
+        return refs
+
+    def row_groups_holding(self, tracklet_ids: np.ndarray) -> list[RowGroupRef]:
+        """Row groups whose [tracklet_min, tracklet_max] range holds one of the sorted ``tracklet_ids``."""
+        refs = []
+        for ref in self.row_groups():
+            first = np.searchsorted(tracklet_ids, ref.tracklet_min)
+            if first < len(tracklet_ids) and tracklet_ids[first] <= ref.tracklet_max:
+                refs.append(ref)
         return refs
 
     def read_row_group(self, ref: RowGroupRef, columns: Iterable[str]) -> pa.Table:

@@ -48,6 +48,13 @@ def pointed_uri(artifact: Any) -> str:
     return str(uri)
 
 
-def run_dir(root: str, run_key: str, split: int) -> str:
-    """Where one pipeline run keeps one split's model, features and evaluation."""
-    return storage.join(storage_root(root), "runs", run_key, f"split-{split}")
+def run_dir(root: str, run_key: str, split: int, variant: str = "") -> str:
+    """Where one pipeline run keeps one split's model, features and evaluation (``variant``: those
+    of another model than the trained one, e.g. ``initial``, in a subfolder of that name)."""
+    folder = storage.join(storage_root(root), "runs", run_key, f"split-{split}")
+    return storage.join(folder, variant) if variant else folder
+
+
+def task_run_name(step: str, split: int, variant: str = "") -> str:
+    """The MLflow run name of one step of one split: ``evaluate-split0``, ``evaluate-initial-split0``."""
+    return f"{step}-{variant}-split{split}" if variant else f"{step}-split{split}"

@@ -17,14 +17,16 @@ def evaluate(
     mlflow_experiment: str,
     mlflow_parent_run_id: str,
     metrics: Output[Metrics],
+    variant: str = "",
 ) -> str:
-    """Evaluate one split; returns its metrics.json URI (collected by `aggregate`)."""
+    """Evaluate one split; returns its metrics.json URI (collected by `aggregate`). ``variant``:
+    as in `extract` (``initial``: the features of the weights training started from)."""
     from components.common import kfp_io, storage
     from components.evaluate.config import EvaluateConfig
     from components.evaluate.run import run
 
     split = int(split)  # ParallelFor items may arrive as floats
-    output = storage.join(kfp_io.run_dir(storage_root, run_key, split), "evaluation")
+    output = storage.join(kfp_io.run_dir(storage_root, run_key, split, variant), "evaluation")
     summary = run(
         EvaluateConfig(
             dataset=kfp_io.pointed_uri(ingested),
@@ -34,7 +36,7 @@ def evaluate(
             mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_experiment=mlflow_experiment,
             mlflow_parent_run_id=mlflow_parent_run_id,
-            mlflow_run_name=f"evaluate-split{split}",
+            mlflow_run_name=kfp_io.task_run_name("evaluate", split, variant),
         )
     )
     for key, value in summary["metrics"].items():
@@ -51,14 +53,17 @@ def aggregate(
     mlflow_experiment: str,
     mlflow_parent_run_id: str,
     metrics: Output[Metrics],
+    variant: str = "",
 ) -> dict:
-    """Mean (and std) CMC / mAP over the splits; also logged on the pipeline's parent run."""
+    """Mean (and std) CMC / mAP over the splits; also logged on the pipeline's parent run, where
+    a ``variant``'s metrics carry its name as prefix (``initial_rank1``)."""
     from components.common import kfp_io, storage
     from components.common.tracking import log_parent_metrics
     from components.evaluate.aggregate import run
     from components.evaluate.config import AggregateConfig
 
-    output = storage.join(kfp_io.storage_root(storage_root), "runs", run_key, "evaluation")
+    folder = storage.join(kfp_io.storage_root(storage_root), "runs", run_key)
+    output = storage.join(storage.join(folder, variant) if variant else folder, "evaluation")
     summary = run(
         AggregateConfig(
             inputs=tuple(evaluations),
@@ -66,10 +71,13 @@ def aggregate(
             mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_experiment=mlflow_experiment,
             mlflow_parent_run_id=mlflow_parent_run_id,
-            mlflow_run_name="aggregate",
+            mlflow_run_name=f"aggregate-{variant}" if variant else "aggregate",
         )
     )
     for key, value in summary["metrics"].items():
         metrics.log_metric(key, value)
-    log_parent_metrics(mlflow_tracking_uri, mlflow_parent_run_id, summary["metrics"])
+    prefix = f"{variant}_" if variant else ""
+    log_parent_metrics(
+        mlflow_tracking_uri, mlflow_parent_run_id, {prefix + k: v for k, v in summary["metrics"].items()}
+    )
     return summary["metrics"]

@@ -17,13 +17,16 @@ def extract(
     mlflow_experiment: str,
     mlflow_parent_run_id: str,
     features: Output[Dataset],
+    variant: str = "",
 ) -> None:
+    """Features of the split's test tracklets; ``variant`` names a model other than the trained one
+    (``initial``: the weights training started from), kept in a folder of that name."""
     from components.common import kfp_io, storage
     from components.extract.config import ExtractConfig
     from components.extract.run import run
 
     split = int(split)  # ParallelFor items may arrive as floats
-    output = storage.join(kfp_io.run_dir(storage_root, run_key, split), "features.parquet")
+    output = storage.join(kfp_io.run_dir(storage_root, run_key, split, variant), "features.parquet")
     summary = run(
         ExtractConfig(
             dataset=kfp_io.pointed_uri(ingested),
@@ -35,7 +38,7 @@ def extract(
             mlflow_tracking_uri=mlflow_tracking_uri,
             mlflow_experiment=mlflow_experiment,
             mlflow_parent_run_id=mlflow_parent_run_id,
-            mlflow_run_name=f"extract-split{split}",
+            mlflow_run_name=kfp_io.task_run_name("extract", split, variant),
         )
     )
     kfp_io.publish(features, output, split=split, tracklets=summary.get("tracklets", 0))

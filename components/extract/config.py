@@ -7,6 +7,7 @@ from typing import Literal
 
 from components.common.config import require
 from components.common.tracking import TrackingOptions
+from components.model.catalog import DEFAULT_POOLING
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -24,7 +25,7 @@ class ExtractConfig(TrackingOptions):
         },
     )
     pooling: Literal["max", "mean"] = dataclasses.field(
-        default="max", metadata={"help": "tracklet pooling of the L2-normalised frame features"}
+        default=DEFAULT_POOLING, metadata={"help": "tracklet pooling of the L2-normalised frame features"}
     )
     batch_size: int = dataclasses.field(default=128, metadata={"help": "frames per forward pass"})
     device: Literal["auto", "cpu", "cuda"] = dataclasses.field(

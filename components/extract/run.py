@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,9 @@ from components.common.distributed import DistEnv, barrier, distributed
 from components.common.tracking import step_run
 from components.extract.config import ExtractConfig
 from components.extract.features import Features, write_features
-from components.extract.pooling import TrackletPooler
-from components.train.model_io import load_model
+from components.model.artifact import load_model
+from components.model.embed import embed
+from components.model.pooling import TrackletPooler
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,6 @@ def select_tracklets(dataset: Dataset, subset: str, split: int) -> pd.DataFrame:
     if chosen.empty:
         raise DatasetError(f"{dataset.root}: no {subset} tracklets (split {split})")
     return chosen.sort_values("tracklet_id").reset_index(drop=True)
-
-
-def row_groups_for(dataset: Dataset, tracklet_ids: np.ndarray) -> list[RowGroupRef]:
-    """Row groups whose [tracklet_min, tracklet_max] range holds at least one wanted tracklet."""
-    refs = []
-    for ref in dataset.row_groups():
-        first = np.searchsorted(tracklet_ids, ref.tracklet_min)
-        if first < len(tracklet_ids) and tracklet_ids[first] <= ref.tracklet_max:
-            refs.append(ref)
-    return refs
 
 
 def assign_row_groups(refs: list[RowGroupRef], world_size: int, rank: int) -> list[RowGroupRef]:
@@ -115,29 +106,6 @@ class FrameBatches(IterableDataset):
         return images.resize(images.decode(column[i].as_buffer(), where), self.size)
 
 
-def embed(
-    model: torch.nn.Module,
-    batch: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    device: torch.device,
-) -> torch.Tensor:
-    """Frame features of ``batch`` (N, 3, H, W) in [0, 1]: bf16 autocast and channels_last on CUDA.
-
-    The input takes the model's dtype (float64 for the EMA model of a ``precision=fp64`` run).
-    """
-    on_cuda = device.type == "cuda"
-    dtype = next(model.parameters()).dtype
-    x = images.normalize(batch.to(device, dtype, non_blocking=on_cuda), mean, std)
-    if on_cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    full = torch.float64 if dtype == torch.float64 else torch.float32
-    with torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=on_cuda and full != torch.float64
-    ):
-        return model(x).to(full)
-
-
 def _loader(frames: FrameBatches, workers: int, device: torch.device) -> DataLoader:
     return DataLoader(
         frames,
@@ -156,7 +124,7 @@ def _extract(config: ExtractConfig, env: DistEnv) -> dict[str, Any]:
     model, info = load_model(config.model, env.device)
     if env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    refs = assign_row_groups(row_groups_for(dataset, ids), env.world_size, env.rank)
+    refs = assign_row_groups(dataset.row_groups_holding(ids), env.world_size, env.rank)
     frames = FrameBatches(dataset, refs, ids, (info.image_height, info.image_width), config.batch_size)
     pooler = TrackletPooler(len(ids), info.feature_dim, config.pooling, env.device)
     log.info(

@@ -16,7 +16,7 @@ from torch import nn
 
 from components.common import storage
 from components.common.errors import DalError
-from components.train.backbones import build_backbone
+from components.model.backbones import build_backbone
 
 MODEL_FORMAT = "dal-model/1"
 # ImageNet statistics: what ImageNet-initialised backbones expect, and harmless for random init.

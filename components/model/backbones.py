@@ -1,8 +1,9 @@
 """Feature backbones: the global-pooled layer before any classifier is the re-ID feature.
 
-``mobilenet_v1`` (1024-d; the paper's default, timm's ``mobilenetv1_100``), ``resnet50``
-(2048-d, torchvision) and any timm model as ``timm:<name>``. Nothing is downloaded: weights
-(e.g. ImageNet) load from a local path or storage URI, otherwise the init is random.
+The named backbones are in :mod:`components.model.catalog` (``mobilenet_v2`` with bundled
+ImageNet weights, ``mobilenet_v1``, ``resnet50``); any timm model works as ``timm:<name>``.
+Nothing is downloaded: weights come from the bundled ImageNet file, a local path or a storage
+URI, or the init is random.
 """
 
 from __future__ import annotations
@@ -12,67 +13,59 @@ from torch import nn
 
 from components.common import storage
 from components.common.errors import DalError
+from components.model import bundled
+from components.model.catalog import BACKBONES, IMAGENET, TIMM_PREFIX, check_backbone, check_weights
 
-BACKBONES = ("mobilenet_v1", "resnet50")
-TIMM_PREFIX = "timm:"
 # Classifier heads that ImageNet checkpoints carry and a feature extractor does not have.
 _HEAD_PREFIXES = ("fc.", "classifier.", "head.", "head_dist.", "last_linear.")
+
+
+def build_backbone(name: str) -> nn.Module:
+    """A randomly initialised feature extractor; ``module.feature_dim`` is its output size."""
+    check_backbone(name)
+    source = BACKBONES[name].source if name in BACKBONES else name
+    library, model_name = source.split(":", 1)
+    if library == "torchvision":
+        import torchvision
+
+        model = getattr(torchvision.models, model_name)(weights=None)
+        feature_dim = model.fc.in_features
+        model.fc = nn.Identity()
+    else:
+        import timm
+
+        try:
+            model = timm.create_model(model_name, pretrained=False, num_classes=0)
+        except RuntimeError as exc:  # timm: "Unknown model (...)"
+            raise DalError(f"backbone: unknown timm model {model_name!r} ({exc})") from exc
+        feature_dim = model.num_features
+    model.feature_dim = int(feature_dim)
+    return model
 
 
 def is_known_backbone(name: str) -> bool:
     return name in BACKBONES or (name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX))
 
 
-def build_backbone(name: str) -> nn.Module:
-    """A randomly initialised feature extractor; ``module.feature_dim`` is its output size."""
-    if name == "mobilenet_v1":
-        import timm
+def load_weights(model: nn.Module, weights: str, backbone: str) -> None:
+    """Load initial weights into ``model``: ``imagenet`` (bundled) or a file (path or storage URI).
 
-        model = timm.create_model("mobilenetv1_100", pretrained=False, num_classes=0)
-        feature_dim = model.num_features
-    elif name == "resnet50":
-        import torchvision
-
-        model = torchvision.models.resnet50(weights=None)
-        feature_dim = model.fc.in_features
-        model.fc = nn.Identity()
-    elif name.startswith(TIMM_PREFIX):
-        import timm
-
-        timm_name = name[len(TIMM_PREFIX) :]
-        try:
-            model = timm.create_model(timm_name, pretrained=False, num_classes=0)
-        except RuntimeError as exc:  # timm: "Unknown model (...)"
-            raise DalError(f"backbone: unknown timm model {timm_name!r} ({exc})") from exc
-        feature_dim = model.num_features
-    else:
-        raise DalError(f"backbone: unknown backbone {name!r} (use {', '.join(BACKBONES)} or timm:<name>)")
-    model.feature_dim = int(feature_dim)
-    return model
-
-
-def _unwrap_state_dict(obj: object, uri: str) -> dict[str, torch.Tensor]:
-    for key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise DalError(f"{uri}: not a state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def load_weights(model: nn.Module, uri: str, backbone: str) -> None:
-    """Load a weights file (local path or storage URI) into ``model``; classifier heads are ignored.
-
-    Anything else that does not fit (missing or unexpected tensors, other shapes) is an error
-    naming the file and the backbone, never a silent partial load.
+    Loading is strict: missing or unexpected tensors (classifier heads aside) and other shapes are
+    an error naming the file and the backbone, never a silent partial load.
     """
-    data = storage.load_torch_bytes(uri)  # a missing file raises StorageError naming the URI
+    if weights == IMAGENET:
+        check_weights(backbone, weights)
+        imagenet = BACKBONES[backbone].imagenet
+        assert imagenet is not None  # check_weights passed
+        state = bundled.state_dict_in_order(bundled.load(imagenet), model.state_dict(), imagenet.path)
+        model.load_state_dict(state, strict=True)
+        return
+    data = storage.load_torch_bytes(weights)  # a missing file raises StorageError naming the URI
     try:
         state = torch.load(data, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise DalError(f"{uri}: cannot read weights ({exc})") from exc
-    state = _unwrap_state_dict(state, uri)
+        raise DalError(f"{weights}: cannot read weights ({exc})") from exc
+    state = _unwrap_state_dict(state, weights)
     expected = model.state_dict()
     state = {k: v for k, v in state.items() if k in expected or not k.startswith(_HEAD_PREFIXES)}
     missing = sorted(set(expected) - set(state))
@@ -84,5 +77,15 @@ def load_weights(model: nn.Module, uri: str, backbone: str) -> None:
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape))
             if keys
         )
-        raise DalError(f"{uri}: weights do not fit backbone {backbone!r} ({details})")
+        raise DalError(f"{weights}: weights do not fit backbone {backbone!r} ({details})")
     model.load_state_dict(state, strict=True)
+
+
+def _unwrap_state_dict(obj: object, uri: str) -> dict[str, torch.Tensor]:
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DalError(f"{uri}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}

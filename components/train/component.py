@@ -28,8 +28,13 @@ def train(
     mlflow_experiment: str,
     mlflow_parent_run_id: str,
     model: Output[Model],
+    initial_model: Output[Model],
 ) -> str:
-    """Train one split; returns the MLflow model URI ("" without tracking) for registration."""
+    """Train one split; returns the MLflow model URI ("" without tracking) for registration.
+
+    ``initial_model`` is the model training started from (ImageNet or random init), evaluated
+    beside the trained one to show what training added.
+    """
     import subprocess
     import sys
 
@@ -74,5 +79,8 @@ def train(
         steps=summary["steps"],
         mlflow_model_uri=summary["mlflow_model_uri"],
         mlflow_run_id=summary["mlflow_run_id"],
+    )
+    kfp_io.publish(
+        initial_model, summary["initial_model_uri"], split=split, backbone=backbone, weights=weights, steps=0
     )
     return summary["mlflow_model_uri"]

@@ -16,10 +16,12 @@ from typing import Literal
 
 from components.common.config import require
 from components.common.tracking import TrackingOptions
+from components.model.catalog import IMAGENET, check_backbone, check_weights
 
 Objective = Literal["dal", "supervised"]
 OptimizerName = Literal["auto", "sgd", "rmsprop"]
 Precision = Literal["auto", "fp32", "fp64"]
+AnchorInit = Literal["features", "zero"]
 
 SGD_LR = 0.01
 RMSPROP_LR = 0.045
@@ -29,10 +31,6 @@ _STEPS = {"mars": 100_000}
 _DEFAULT_STEPS = 20_000  # PRID2011 / iLIDS-VID (and anything else)
 _WARMUP_EPOCHS = {"mars": 1.0}
 _DEFAULT_WARMUP_EPOCHS = 2.0
-# Mirrors components.train.backbones (which imports torch, so this module cannot); build_backbone
-# still has the last word on timm names.
-_BACKBONES = ("mobilenet_v1", "resnet50")
-_TIMM_PREFIX = "timm:"
 
 
 def _help(text: str) -> dict[str, str]:
@@ -54,10 +52,18 @@ class TrainConfig(TrackingOptions):
         ),
     )
     backbone: str = dataclasses.field(
-        default="mobilenet_v1", metadata=_help("mobilenet_v1, resnet50 or timm:<model name>")
+        default="mobilenet_v2",
+        metadata=_help(
+            "mobilenet_v2 (ImageNet weights bundled), mobilenet_v1 (the paper's), resnet50 "
+            "or timm:<model name>"
+        ),
     )
     weights: str = dataclasses.field(
-        default="", metadata=_help("initial weights (path or URI, e.g. ImageNet); empty: random init")
+        default=IMAGENET,
+        metadata=_help(
+            "initial weights: imagenet (bundled, for mobilenet_v2), a weights file (path or URI), "
+            "or '' for random init"
+        ),
     )
     image_height: int = dataclasses.field(default=224, metadata=_help("input height in pixels"))
     image_width: int = dataclasses.field(default=112, metadata=_help("input width in pixels"))
@@ -81,15 +87,29 @@ class TrainConfig(TrackingOptions):
     eta: float = dataclasses.field(
         default=0.5,
         metadata=_help(
-            "anchor update rate; from zero-started anchors (the reference's way) the anchor "
-            "directions, and so training, do not depend on it: see unit_anchor_start"
+            "anchor update rate: the moving-average rate of anchors started at features; from "
+            "zero-started anchors (anchor_init=zero, the reference's way) the anchor directions, "
+            "and so training, do not depend on it: see unit_anchor_start"
         ),
+    )
+    anchor_init: AnchorInit = dataclasses.field(
+        default="features",
+        metadata=_help(
+            "where the anchors start: features: each train tracklet's mean frame feature by the "
+            "initial model (the reference release's --feature_dir option; what lets a short run "
+            "bootstrap from ImageNet features on MARS); zero: the reference's default"
+        ),
+    )
+    anchor_init_frames: int = dataclasses.field(
+        default=8,
+        metadata=_help("frames per train tracklet (evenly spaced) for anchor_init=features; 0: all"),
     )
     unit_anchor_start: bool = dataclasses.field(
         default=False,
         metadata=_help(
-            "start each intra anchor at the mean feature of its tracklet's first frames (unit scale), "
-            "not at eta times it, so eta is a moving-average rate (not in the reference; off: as it)"
+            "with anchor_init=zero: start each intra anchor at the mean feature of its tracklet's "
+            "first frames (unit scale), not at eta times it, so eta is a moving-average rate (not "
+            "in the reference; off: as it)"
         ),
     )
     weight_decay: float = dataclasses.field(
@@ -150,12 +170,8 @@ class TrainConfig(TrackingOptions):
         require(bool(self.dataset.strip()), "dataset", "is required")
         require(bool(self.output.strip()), "output", "is required")
         require(self.split >= 0, "split", f"must be >= 0, got {self.split}")
-        require(
-            self.backbone in _BACKBONES
-            or (self.backbone.startswith(_TIMM_PREFIX) and len(self.backbone) > len(_TIMM_PREFIX)),
-            "backbone",
-            f"unknown backbone {self.backbone!r} (mobilenet_v1, resnet50 or timm:<name>)",
-        )
+        check_backbone(self.backbone)
+        check_weights(self.backbone, self.weights)
         for name in ("image_height", "image_width"):
             value = getattr(self, name)
             require(16 <= value <= 2048, name, f"must be between 16 and 2048 pixels, got {value}")
@@ -168,6 +184,11 @@ class TrainConfig(TrackingOptions):
             f"must be >= 0 or -1 (dataset default), got {self.warmup_epochs}",
         )
         require(self.margin > 0, "margin", f"must be > 0, got {self.margin}")
+        require(
+            self.anchor_init_frames >= 0,
+            "anchor_init_frames",
+            f"must be >= 0 (0: all), got {self.anchor_init_frames}",
+        )
         require(0 < self.eta <= 1, "eta", f"must be in (0, 1], got {self.eta}")
         require(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         require(self.clip_value >= 0, "clip_value", f"must be >= 0, got {self.clip_value}")

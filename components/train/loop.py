@@ -20,14 +20,17 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from components.common import images, storage
+from components.common import storage
 from components.common.config import to_dict
 from components.common.dataset import Dataset
 from components.common.distributed import DistEnv, barrier, distributed
 from components.common.errors import DalError
 from components.common.tracking import RunLogger, step_run
+from components.model.artifact import IMAGENET_MEAN, IMAGENET_STD
+from components.model.backbones import build_backbone, load_weights
+from components.model.embed import forward_precision, model_input
 from components.train import checkpoint as ckpt
-from components.train.backbones import build_backbone, load_weights
+from components.train.anchors import initial_anchor_features
 from components.train.config import (
     TrainConfig,
     resolve_lr,
@@ -45,11 +48,10 @@ from components.train.data import (
     usable_workers,
 )
 from components.train.ema import WeightEma
-from components.train.model_io import IMAGENET_MEAN, IMAGENET_STD
 from components.train.monitor import AssociationMonitor, RunningMeans, Throughput
 from components.train.objectives import Network, build_objective
 from components.train.optim import build_optimizer, build_schedule
-from components.train.publish import publish_model
+from components.train.publish import publish_initial_model, publish_model
 from components.train.validation import PeriodicEvaluation, Validator
 
 log = logging.getLogger(__name__)
@@ -224,15 +226,22 @@ def _train(config: TrainConfig, env: DistEnv) -> dict[str, Any]:
     plan = make_plan(config, dataset, env)
     row_groups = plan_row_groups(dataset, plan.index)
     state = build_state(config, plan, env, config.dataset)
-    resumed_from, previous = "", None
+    resumed_from, previous, initial_model_uri = "", None, ""
     if env.is_main:
         ckpt.remove_partial_writes(config.output)
+        initial_model_uri = publish_initial_model(config, state.ema.module)
     found = ckpt.load_latest(config.output)
     if found:
         resumed_from, payload = found
         restore(state, payload, config, plan, resumed_from)
         previous = payload["data"]
         log.info("resuming from %s (step %d)", resumed_from, state.step)
+    elif config.objective == "dal" and config.anchor_init == "features":
+        image_size = (config.image_height, config.image_width)
+        features = initial_anchor_features(
+            dataset, plan.index, state.ema.module, image_size, config.anchor_init_frames, env
+        )
+        state.objective.association.init_anchors(features)
     start_step = state.step
     workers = usable_workers(config.workers, row_groups, env.world_size)
     if previous and (previous["world_size"], previous["workers"]) != (env.world_size, workers):
@@ -309,6 +318,7 @@ def _train(config: TrainConfig, env: DistEnv) -> dict[str, Any]:
             "warmup_steps": plan.warmup_steps,
             "final": last,
             "model_uri": model_uri,
+            "initial_model_uri": initial_model_uri,
             "mlflow_model_uri": mlflow_model_uri,
             "mlflow_run_id": logger.run_id or "",
             "checkpoint": checkpoint,
@@ -393,14 +403,10 @@ def train_step(
 ) -> tuple[dict[str, torch.Tensor], bool]:
     """One optimisation step; returns its metrics and whether any rank got SIGTERM."""
     device = env.device
-    cuda = device.type == "cuda"
     dtype = compute_dtype(config.precision)
-    pixels = batch["images"].to(device, dtype, non_blocking=True)
-    pixels = images.normalize(pixels, IMAGENET_MEAN, IMAGENET_STD)
-    if cuda:
-        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    pixels = model_input(batch["images"], device, dtype, IMAGENET_MEAN, IMAGENET_STD)
     targets = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "images"}
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and config.precision == "auto"):
+    with forward_precision(device, dtype, autocast=config.precision == "auto"):
         features, logits = model(pixels)
     cross_camera = state.step >= plan.warmup_steps
     loss, metrics = state.objective(

@@ -1,6 +1,6 @@
 """The trained model leaves training here: ``<output>/model.pt`` and the MLflow run.
 
-``model.pt`` is the weights-only artifact (components.train.model_io) that extraction loads;
+``model.pt`` is the weights-only artifact (components.model.artifact) that extraction loads;
 MLflow gets the same file as an artifact plus the EMA backbone in its pytorch flavour, whose URI
 the pipeline registers in the model registry.
 """
@@ -17,10 +17,13 @@ from torch import nn
 from components.common import storage
 from components.common.config import to_dict
 from components.common.tracking import RunLogger
+from components.model.artifact import ModelInfo, save_model
 from components.train.config import TrainConfig
-from components.train.model_io import ModelInfo, save_model
 
 MODEL_FILE = "model.pt"
+# The weights training starts from (the init: ImageNet or random), in the same format, so that
+# evaluating it beside model.pt shows what training added.
+INITIAL_MODEL_FILE = "initial.pt"
 
 
 def model_info(config: TrainConfig, feature_dim: int) -> ModelInfo:
@@ -43,6 +46,18 @@ def publish_model(config: TrainConfig, ema_model: nn.Module, logger: RunLogger) 
         storage.upload_file(local, uri)
         logger.log_artifact(local)
     return uri, log_mlflow_model(logger, ema_model, info)
+
+
+def publish_initial_model(config: TrainConfig, model: nn.Module) -> str:
+    """Write ``<output>/initial.pt`` unless a first run of this output already did; its URI.
+
+    The init is a pure function of the config (seeded, or loaded weights), so a resumed run that
+    finds no file rebuilds exactly the same one.
+    """
+    uri = storage.join(config.output, INITIAL_MODEL_FILE)
+    if not storage.exists(uri):
+        save_model(uri, model, model_info(config, model.feature_dim))
+    return uri
 
 
 def log_mlflow_model(logger: RunLogger, model: nn.Module, info: ModelInfo) -> str:

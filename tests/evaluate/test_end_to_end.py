@@ -21,7 +21,8 @@ METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
 
 
 def trained_model(dataset_uri: str, run_uri: str) -> str:
-    """A short real training run (`dal train`) on the dataset: the model the tests extract with."""
+    """A short real training run (`dal train`) from the bundled ImageNet weights: the model the
+    tests extract with."""
     from components.train.config import TrainConfig
     from components.train.loop import run as train
 
@@ -29,7 +30,8 @@ def trained_model(dataset_uri: str, run_uri: str) -> str:
         TrainConfig(
             dataset=dataset_uri,
             output=run_uri,
-            backbone="timm:test_resnet",
+            backbone="mobilenet_v2",
+            weights="imagenet",
             image_height=32,
             image_width=16,
             batch_size=8,

@@ -126,8 +126,8 @@ def write_model(
     """A randomly initialised model artifact (stands in for `dal train` output); returns the module."""
     import torch
 
-    from components.train.backbones import build_backbone
-    from components.train.model_io import ModelInfo, save_model
+    from components.model.artifact import ModelInfo, save_model
+    from components.model.backbones import build_backbone
 
     torch.manual_seed(seed)
     model = build_backbone(backbone).eval()

@@ -20,7 +20,7 @@ from components.common.errors import DalError
 from components.extract.config import ExtractConfig
 from components.extract.features import read_features
 from components.extract.run import assign_row_groups, run
-from components.train.model_io import IMAGENET_MEAN, IMAGENET_STD
+from components.model.artifact import IMAGENET_MEAN, IMAGENET_STD
 from tests.extract.helpers import frame, write_dataset, write_model
 
 REPO = Path(__file__).resolve().parents[2]

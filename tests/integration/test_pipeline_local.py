@@ -17,8 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 SMALL = {
     "synthetic_identities": 8,
-    "backbone": "mobilenet_v1",
-    "steps": 12,
+    "steps": 12,  # the pipeline's default backbone and weights: mobilenet_v2 from bundled ImageNet
     "batch_size": 16,
     "image_height": 64,
     "image_width": 32,
@@ -41,8 +40,18 @@ def test_pipeline_run_logs_parent_children_plots_and_registered_model(
         tmp_path,
     )
     assert summary["status"] == "FINISHED"
-    assert summary["children"] == ["aggregate", "evaluate-split0", "extract-split0", "ingest", "train-split0"]
+    assert summary["children"] == [
+        "aggregate",
+        "aggregate-initial",
+        "evaluate-initial-split0",
+        "evaluate-split0",
+        "extract-initial-split0",
+        "extract-split0",
+        "ingest",
+        "train-split0",
+    ]
     assert 0.0 <= summary["metrics"]["rank1"] <= 1.0 and summary["metrics"]["num_splits"] == 1
+    assert 0.0 <= summary["metrics"]["initial_rank1"] <= 1.0  # the ImageNet init, scored beside
 
     client = MlflowClient(mlflow_env.uri)
     experiment = client.get_experiment_by_name("pipeline-test")
@@ -61,7 +70,8 @@ def test_pipeline_run_logs_parent_children_plots_and_registered_model(
         "config.json",
     }
     train = runs["train-split0"]
-    assert "loss" in train.data.metrics and train.data.params["backbone"] == "mobilenet_v1"
+    assert "loss" in train.data.metrics and train.data.params["backbone"] == "mobilenet_v2"
+    assert train.data.params["weights"] == "imagenet"
     assert not [k for k in train.data.params if "secret" in k.lower() or k.startswith("mlflow_")]
 
     versions = client.search_model_versions("name='dal-mars'")

@@ -9,7 +9,7 @@ import torch
 
 from components.common import storage
 from components.common.errors import DalError
-from components.train.backbones import build_backbone, is_known_backbone, load_weights
+from components.model.backbones import build_backbone, is_known_backbone, load_weights
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from components.extract.pooling import TrackletPooler
+from components.model.pooling import TrackletPooler
 
 
 def _frames(seed: int = 0):

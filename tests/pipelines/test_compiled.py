@@ -36,7 +36,15 @@ def test_compiled_pipeline_wiring(tmp_path) -> None:
         == "pipelinechannel--plan-splits-Output"
     )
     loop = spec["components"]["comp-for-loop-2"]["dag"]["tasks"]
-    assert set(loop) == {"train", "extract", "evaluate", "register-model"}
+    assert set(loop) == {"train", "extract", "evaluate", "register-model", "extract-2", "evaluate-2"}
+    # The initial weights (the train step's second model) go through extract / evaluate too.
+    initial = loop["extract-2"]["inputs"]
+    assert initial["artifacts"]["model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "initial_model",
+        "producerTask": "train",
+    }
+    assert initial["parameters"]["variant"]["runtimeValue"]["constant"] == "initial"
+    assert {"aggregate", "aggregate-2"} <= set(exit_dag)
     # Caching: on for the source and ingest steps only.
     assert exit_dag["ingest"]["cachingOptions"]["enableCache"] is True
     assert exit_dag["prepare-source"]["cachingOptions"]["enableCache"] is True

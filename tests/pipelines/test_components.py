@@ -127,6 +127,7 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
     evaluations = []
     for split, gpus in ((1, 2), (4, 1)):
         model = _artifact(dsl.Model, tmp_path, f"model{split}")
+        initial = _artifact(dsl.Model, tmp_path, f"initial{split}")
         mlflow_model = train.python_func(
             ingested=artifact,
             split=float(split),  # ParallelFor hands items over as floats
@@ -142,6 +143,7 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
             storage_root=root,
             run_key="job1",
             model=model,
+            initial_model=initial,
             **NO_TRACKING,
         )
         assert mlflow_model == ""  # tracking off
@@ -149,6 +151,10 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
             root, "runs", "job1", f"split-{split}", "dal", "model.pt"
         )
         assert storage.exists(model.metadata["uri"]) and model.metadata["steps"] == 4
+        assert initial.metadata["uri"] == storage.join(
+            root, "runs", "job1", f"split-{split}", "dal", "initial.pt"
+        )
+        assert initial.metadata["steps"] == 0 and storage.exists(initial.metadata["uri"])
         features = _artifact(dsl.Dataset, tmp_path, f"features{split}")
         extract.python_func(
             ingested=artifact,
@@ -179,6 +185,46 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
         evaluations=evaluations, storage_root=root, run_key="job1", metrics=averaged, **NO_TRACKING
     )
     assert result["num_splits"] == 2 and averaged.metadata["rank1"] == pytest.approx(result["rank1"])
+
+    # The initial weights of the last split, scored beside it: the "initial" variant's own folders.
+    initial_features = _artifact(dsl.Dataset, tmp_path, "initial_features")
+    extract.python_func(
+        ingested=artifact,
+        model=initial,
+        split=4,
+        storage_root=root,
+        run_key="job1",
+        features=initial_features,
+        variant="initial",
+        **NO_TRACKING,
+    )
+    assert initial_features.metadata["uri"] == storage.join(
+        root, "runs", "job1", "split-4", "initial", "features.parquet"
+    )
+    initial_metrics = _artifact(dsl.Metrics, tmp_path, "initial_metrics")
+    initial_evaluation = evaluate.python_func(
+        ingested=artifact,
+        features=initial_features,
+        split=4,
+        storage_root=root,
+        run_key="job1",
+        metrics=initial_metrics,
+        variant="initial",
+        **NO_TRACKING,
+    )
+    assert initial_evaluation.startswith(
+        storage.join(root, "runs", "job1", "split-4", "initial", "evaluation")
+    )
+    initial_result = aggregate.python_func(
+        evaluations=[initial_evaluation],
+        storage_root=root,
+        run_key="job1",
+        metrics=_artifact(dsl.Metrics, tmp_path, "initial_averaged"),
+        variant="initial",
+        **NO_TRACKING,
+    )
+    assert initial_result["num_splits"] == 1
+    assert storage.exists(storage.join(root, "runs", "job1", "initial", "evaluation", "metrics.json"))
 
 
 def test_tracking_components_open_close_and_register(tmp_path) -> None:

@@ -26,7 +26,8 @@ def test_defaults_follow_the_reference_release() -> None:
     config = TrainConfig(**BASE)
     assert (config.image_height, config.image_width, config.batch_size) == (224, 112, 64)
     assert (config.weight_decay, config.clip_value, config.ema_decay) == (4e-5, 2.0, 0.9999)
-    assert (config.margin, config.eta, config.objective, config.backbone) == (0.5, 0.5, "dal", "mobilenet_v1")
+    assert (config.margin, config.eta, config.objective) == (0.5, 0.5, "dal")
+    assert (config.backbone, config.weights) == ("mobilenet_v2", "imagenet")  # bundled ImageNet init
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,7 @@ def test_defaults_follow_the_reference_release() -> None:
         ("lr", -0.1),
         ("warmup_epochs", -0.5),
         ("margin", 0.0),
+        ("anchor_init_frames", -1),
         ("eta", 0.0),
         ("eta", 1.5),
         ("weight_decay", -1e-4),
@@ -64,8 +66,19 @@ def test_invalid_values_name_the_field(field: str, value: object) -> None:
         TrainConfig(**{**BASE, field: value})
 
 
+def test_imagenet_weights_only_where_bundled() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^weights: no ImageNet weights are bundled for backbone 'mobilenet_v1'"
+    ):
+        TrainConfig(**BASE, backbone="mobilenet_v1")  # weights default: imagenet
+    TrainConfig(**BASE, backbone="mobilenet_v1", weights="s3://models/mobilenet_v1_imagenet.pt")
+    TrainConfig(**BASE, backbone="resnet50", weights="")  # random init
+
+
 def test_valid_edge_values() -> None:
-    TrainConfig(**BASE, backbone="timm:resnet18", warmup_epochs=0, clip_value=0, ema_decay=0.0, eta=1.0)
+    TrainConfig(
+        **BASE, backbone="timm:resnet18", weights="", warmup_epochs=0, clip_value=0, ema_decay=0.0, eta=1.0
+    )
 
 
 def test_rank_batch_size_must_split_evenly() -> None:

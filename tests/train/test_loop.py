@@ -14,11 +14,11 @@ from components.common import storage
 from components.common.dataset import Dataset, DatasetWriter
 from components.common.distributed import DistEnv
 from components.common.errors import DalError
+from components.model.artifact import load_model
+from components.model.backbones import build_backbone
 from components.train import checkpoint as ckpt
-from components.train.backbones import build_backbone
 from components.train.config import TrainConfig
 from components.train.loop import SUMMARY_FILE, make_plan, run
-from components.train.model_io import load_model
 from components.train.objectives import DalObjective
 from tests.train.test_support import Spec, one_thread, tiny_config, write_dataset
 

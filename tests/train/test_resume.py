@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from components.common import storage
+from components.model.artifact import load_model
 from components.train import checkpoint as ckpt
-from components.train.model_io import load_model
 from tests.train.test_support import Spec, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -115,6 +115,7 @@ def tiny_config(dataset: str, output: str, **overrides: object) -> TrainConfig:
         "dataset": dataset,
         "output": output,
         "backbone": "timm:test_efficientnet",
+        "weights": "",  # random init: ImageNet weights are bundled for mobilenet_v2 only
         "image_height": 32,
         "image_width": 16,
         "batch_size": 8,

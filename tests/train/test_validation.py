@@ -23,11 +23,12 @@ from components.evaluate.metrics import METRIC_KEYS
 from components.evaluate.run import run as evaluate_run
 from components.extract.config import ExtractConfig
 from components.extract.run import run as extract_run
-from components.train.backbones import build_backbone
+from components.model.artifact import ModelInfo, save_model
+from components.model.backbones import build_backbone
+from components.model.tracklet_features import spaced_positions
 from components.train.config import TrainConfig
 from components.train.loop import run
-from components.train.model_io import ModelInfo, save_model
-from components.train.validation import Validator, spaced_positions
+from components.train.validation import Validator
 from tests.train.test_support import Spec, one_thread, tiny_config, write_dataset
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
@@ -76,7 +77,7 @@ def test_scores_exactly_like_extract_and_evaluate(dataset: str, tmp_path) -> Non
     )["metrics"]
 
     validator = Validator(Dataset.open(dataset), 0, (32, 16), 0, torch.device("cpu"))
-    assert validator.num_frames == 4 * 2 * 6  # every frame of the test tracklets
+    assert validator.frames.num_frames == 4 * 2 * 6  # every frame of the test tracklets
     got = validator(model)
     for key in METRIC_KEYS:
         assert got[f"eval_{key}"] == pytest.approx(expected[key], abs=1e-6), key
@@ -85,8 +86,8 @@ def test_scores_exactly_like_extract_and_evaluate(dataset: str, tmp_path) -> Non
 
 def test_frames_are_subsampled_and_the_model_mode_is_kept(dataset: str) -> None:
     validator = Validator(Dataset.open(dataset), 0, (32, 16), 2, torch.device("cpu"))
-    assert validator.num_frames == 4 * 2 * 2
-    assert np.bincount(validator.rows.numpy()).tolist() == [2] * 8
+    assert validator.frames.num_frames == 4 * 2 * 2
+    assert np.bincount(validator.frames.rows.numpy()).tolist() == [2] * 8
     model = build_backbone(BACKBONE).train()
     metrics = validator(model)
     assert model.training  # restored after evaluating in eval mode
@@ -152,6 +153,7 @@ def test_under_ddp_rank_0_evaluates_what_one_process_would(tmp_path) -> None:
     flags = {
         "dataset": root,
         "backbone": "timm:test_efficientnet_gn",
+        "weights": "",
         "image_height": 32,
         "image_width": 16,
         "batch_size": 8,
