@@ -95,9 +95,10 @@ class TrainConfig(TrackingOptions):
     anchor_init: AnchorInit = dataclasses.field(
         default="features",
         metadata=_help(
-            "where the anchors start: features: each train tracklet's mean frame feature by the "
-            "initial model (the reference release's --feature_dir option; what lets a short run "
-            "bootstrap from ImageNet features on MARS); zero: the reference's default"
+            "where the anchors start: features: each train tracklet's feature under the initial "
+            "model (frame features max-pooled, as dal extract pools; the reference release's "
+            "--feature_dir option; what lets a short run bootstrap from ImageNet features on MARS); "
+            "zero: the reference's default"
         ),
     )
     anchor_init_frames: int = dataclasses.field(
