@@ -24,7 +24,7 @@ from components.common.errors import DalError
 @dataclasses.dataclass(frozen=True)
 class Step:
     config: str  # "module:ClassName" of the frozen config dataclass (must not import torch)
-    runner: str  # "module:function" taking the config, returning a JSON-serialisable summary
+    runner: str  # "module:function" taking the config, returning a summary (JSON dict or .to_json())
     help: str
 
 
@@ -41,7 +41,7 @@ STEPS: dict[str, Step] = {
     ),
     "train": Step(
         "components.train.config:TrainConfig",
-        "components.train.loop:run",
+        "components.train.run:run",
         "train a feature extractor with Deep Association Learning (works under torchrun)",
     ),
     "extract": Step(
@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dal {args.command}: interrupted", file=sys.stderr)
         return 130
     if summary is not None and int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        record = summary.to_json() if hasattr(summary, "to_json") else summary  # typed summaries
+        print(json.dumps(record, indent=2, sort_keys=True, default=str))
     return 0
 
 

@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import torch
 
 from components.common import storage, tracking
-from components.common.config import ConfigError
+from components.common.config import ConfigError, parse_field
 from components.common.dataset import Dataset
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.metrics import METRIC_KEYS
@@ -59,8 +59,8 @@ from components.extract.run import run as extract_run
 from components.model.catalog import IMAGENET
 from components.train.config import TrainConfig
 from components.train.data import build_index
-from components.train.loop import run as train_run
 from components.train.monitor import AssociationMonitor
+from components.train.run import run as train_run
 from scripts import bench_accuracy_report as report
 from scripts.bench_accuracy_baselines import FEATURES, handcrafted_features, untrained_model
 from scripts.bench_accuracy_data import DataSettings, PreparedData, prepare
@@ -204,7 +204,7 @@ class Tracker:
 
     def finish_child(self, run_id: str, metrics: dict[str, float], ok: bool) -> None:
         if metrics:
-            tracking.log_parent_metrics(self.uri, run_id, metrics)
+            tracking.log_run_metrics(self.uri, run_id, metrics)
         self.client.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
 
     def log_results(self, results: dict[str, Any], files: dict[str, Path]) -> None:
@@ -218,7 +218,7 @@ class Tracker:
             for name, check in entry.get("targets", {}).items():
                 flat[f"{dataset}.target.{name}"] = check["value"]
         flat["wall_seconds"] = results["run"]["seconds"]
-        tracking.log_parent_metrics(self.uri, self.parent, flat)
+        tracking.log_run_metrics(self.uri, self.parent, flat)
         for path in files.values():
             self.client.log_artifact(self.parent, str(path))
 
@@ -289,10 +289,12 @@ def run_method(ctx: Context, data: PreparedData, method: str) -> dict[str, Any]:
         else:
             if method in TRAINED:
                 summary = train_run(train_config(ctx, data, method, str(folder / "train"), child))
-                model = summary["model_uri"]
-                result["train"] = {k: summary[k] for k in ("steps", "optimizer", "lr", "warmup_steps")}
-                result["train"]["final"] = summary["final"]
-                result["history"] = summary["eval_history"]
+                model = summary.model_uri
+                result["train"] = {
+                    k: getattr(summary, k) for k in ("steps", "optimizer", "lr", "warmup_steps")
+                }
+                result["train"]["final"] = summary.final
+                result["history"] = summary.eval_history
             else:
                 model = str(folder / "model.pt")
                 weights = ctx.settings.weights if method == "untrained_imagenet" else ""
@@ -368,11 +370,7 @@ def _chance(dataset: Dataset) -> float:
 def run_benchmark(settings: BenchSettings, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    uri = (
-        args.mlflow_tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI", "")
-        or f"sqlite:///{work / 'mlflow.db'}"
-    )
+    uri = tracking.resolve_tracking_uri(args.mlflow_tracking_uri) or f"sqlite:///{work / 'mlflow.db'}"
     methods = [m for m in args.methods if m != "untrained_imagenet" or settings.weights]
     started, load_start = time.perf_counter(), _load()
     params = {
@@ -436,13 +434,6 @@ def write_outputs(results: dict[str, Any], work: Path) -> dict[str, Path]:
     return files
 
 
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 DATA_FIELDS = ("frame_step", "max_identities")
 
 
@@ -475,7 +466,11 @@ def apply_overrides(settings: BenchSettings, args: argparse.Namespace) -> BenchS
                 f"--set {item}: expected [<trained method>.]<TrainConfig field>=<value>, not one the "
                 "benchmark sets itself (--steps, --backbone, --seed, --image-size change those)"
             )
-        (per_method.setdefault(method, {}) if method else train)[field] = _parse_value(value)
+        try:
+            parsed = parse_field(TrainConfig, field, value)  # as `dal train --FIELD VALUE` parses it
+        except ConfigError as exc:
+            raise SystemExit(f"--set {item}: {exc}") from exc
+        (per_method.setdefault(method, {}) if method else train)[field] = parsed
     changes: dict[str, Any] = {
         "train": tuple(train.items()),
         "per_method": tuple((m, tuple(f.items())) for m, f in per_method.items()),

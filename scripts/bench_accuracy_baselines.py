@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from components.common import images
 from components.common.dataset import Dataset
-from components.extract.features import Features, write_features
-from components.extract.run import select_tracklets
+from components.common.features import Features, write_features
 from components.model.artifact import ModelInfo, save_model
 from components.model.backbones import build_backbone, load_weights
 
@@ -54,7 +53,7 @@ def handcrafted_features(dataset_uri: str, split: int, kind: str, output: str) -
     """Per-tracklet mean of per-frame ``kind`` features of the test tracklets -> features.parquet."""
     frame_features = FEATURES[kind]
     dataset = Dataset.open(dataset_uri)
-    tracklets = select_tracklets(dataset, "test", split)
+    tracklets = dataset.select_tracklets("test", split)
     ids = tracklets["tracklet_id"].to_numpy(np.int64)
     sums: np.ndarray | None = None
     counts = np.zeros(len(ids), np.int64)
@@ -109,7 +108,7 @@ def untrained_model(
     backbone: str, image_size: tuple[int, int], seed: int, output: str, weights: str = ""
 ) -> None:
     """``model.pt`` of the backbone as training starts it: the seeded random init (or ``weights``)."""
-    torch.manual_seed(seed)  # as components.train.loop.build_state
+    torch.manual_seed(seed)  # as components.train.run.build_state
     model = build_backbone(backbone)
     if weights:
         load_weights(model, weights, backbone)

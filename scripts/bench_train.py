@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,8 +33,8 @@ from components.common.dataset import Dataset, DatasetWriter
 from components.common.distributed import DistEnv
 from components.train.config import TrainConfig
 from components.train.data import StreamOptions, TrainStream, build_index, make_loader, plan_row_groups
-from components.train.loop import build_state, make_plan, train_step
 from components.train.objectives import DalObjective
+from components.train.run import Trainer
 
 
 class DummyObjective(nn.Module):
@@ -139,7 +138,6 @@ def main() -> None:
             device="cpu",
         )
         env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
-        plan = make_plan(config, dataset, env)
         index = build_index(dataset, 0)
         options = StreamOptions(
             seed=0, rank=0, world_size=1, batch_size=args.batch_size, image_size=(height, width)
@@ -153,21 +151,18 @@ def main() -> None:
             rows.append((f"loader ({workers} workers)", loader_rate))
             del batches
         batch = next(iter(stream))
-        with_dal = build_state(config, plan, env, root)
+        with_dal = Trainer(config, env)
         if args.anchors:
             sizes = [args.anchors // 6 + (c < args.anchors % 6) for c in range(6)]
             fake = dataclasses.replace(index, tracklets_per_camera=tuple(sizes))
-            feature_dim = with_dal.network.backbone.feature_dim
-            with_dal.objective = DalObjective(fake, feature_dim, config.margin, config.eta, "bench")
-        without = build_state(config, plan, env, root)
-        without.objective = DummyObjective()
+            feature_dim = with_dal.state.network.backbone.feature_dim
+            with_dal.state.objective = DalObjective(fake, feature_dim, config.margin, config.eta, "bench")
+        without = Trainer(config, env)
+        without.state.objective = DummyObjective()
 
-        def stepper(state) -> Callable[[], None]:
-            counter = itertools.count()
-
+        def stepper(trainer: Trainer) -> Callable[[], None]:
             def one_step() -> None:
-                state.step = next(counter)
-                train_step(config, plan, state, state.network, batch, env, False)
+                trainer.train_step(batch, False)
 
             return one_step
 

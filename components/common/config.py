@@ -48,43 +48,65 @@ def add_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """Add one ``--flag`` per dataclass field; fields without a default become required."""
     hints = get_type_hints(config_cls)
     for field in dataclasses.fields(config_cls):
-        if not field.init:
-            continue
-        tp, optional = _strip_optional(hints[field.name])
-        kwargs: dict[str, Any] = {"dest": field.name, "help": field.metadata.get("help", "")}
-        has_default = (
-            field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING  # type: ignore[misc]
-        )
-        if has_default:
-            default = (
-                field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-            )
-            kwargs["default"] = default
-            kwargs["help"] += f" (default: {default})"
-        else:
-            kwargs["required"] = True
+        if field.init:
+            parser.add_argument(_flag(field.name), **_argument(config_cls, field, hints[field.name]))
 
-        origin = get_origin(tp)
-        if tp is bool:
-            kwargs["type"] = _parse_bool
-            kwargs["metavar"] = "{true,false}"
-        elif origin is Literal:
-            choices = list(get_args(tp))
-            kwargs["type"] = type(choices[0])
-            kwargs["choices"] = choices
-        elif origin in (tuple, list):
-            item_type = get_args(tp)[0]
-            kwargs["type"] = item_type
-            fixed_length = origin is tuple and ... not in get_args(tp)
-            kwargs["nargs"] = len(get_args(tp)) if fixed_length else "+"
-        elif tp in (int, float, str):
-            kwargs["type"] = tp
-        else:
-            raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported field type {tp!r}")
-        if optional and kwargs.get("type") is not None and tp is not bool:
-            inner = kwargs["type"]
-            kwargs["type"] = lambda text, _inner=inner: None if text.lower() == "none" else _inner(text)
-        parser.add_argument(_flag(field.name), **kwargs)
+
+def parse_field(config_cls: type, name: str, text: str) -> Any:
+    """``text`` as the value of field ``name``, parsed exactly as its ``--flag`` would parse it
+    (e.g. for ``FIELD=VALUE`` overrides); a bad name or value raises ConfigError naming it."""
+    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.init}
+    if name not in fields:
+        raise ConfigError(f"{config_cls.__name__} has no field {name!r}")
+    kwargs = {k: v for k, v in _argument(config_cls, fields[name], get_type_hints(config_cls)[name]).items()}
+    kwargs.pop("required", None)
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    parser.add_argument(_flag(name), **kwargs)
+    values = text.split() if kwargs.get("nargs") else [text]
+    try:
+        value = getattr(parser.parse_args([_flag(name), *values]), name)
+    except (argparse.ArgumentError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _argument(config_cls: type, field: dataclasses.Field, hint: Any) -> dict[str, Any]:
+    """``add_argument`` keywords of one field: type, choices, nargs, default and help."""
+    tp, optional = _strip_optional(hint)
+    kwargs: dict[str, Any] = {"dest": field.name, "help": field.metadata.get("help", "")}
+    has_default = (
+        field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+    )
+    if has_default:
+        default = (
+            field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        )
+        kwargs["default"] = default
+        kwargs["help"] += f" (default: {default})"
+    else:
+        kwargs["required"] = True
+
+    origin = get_origin(tp)
+    if tp is bool:
+        kwargs["type"] = _parse_bool
+        kwargs["metavar"] = "{true,false}"
+    elif origin is Literal:
+        choices = list(get_args(tp))
+        kwargs["type"] = type(choices[0])
+        kwargs["choices"] = choices
+    elif origin in (tuple, list):
+        item_type = get_args(tp)[0]
+        kwargs["type"] = item_type
+        fixed_length = origin is tuple and ... not in get_args(tp)
+        kwargs["nargs"] = len(get_args(tp)) if fixed_length else "+"
+    elif tp in (int, float, str):
+        kwargs["type"] = tp
+    else:
+        raise TypeError(f"{config_cls.__name__}.{field.name}: unsupported field type {tp!r}")
+    if optional and kwargs.get("type") is not None and tp is not bool:
+        inner = kwargs["type"]
+        kwargs["type"] = lambda text, _inner=inner: None if text.lower() == "none" else _inner(text)
+    return kwargs
 
 
 def from_args(config_cls: type[T], namespace: argparse.Namespace) -> T:

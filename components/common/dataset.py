@@ -313,6 +313,13 @@ def _check_tracklets(table: pa.Table, frame_rows: int, root: str) -> None:
         raise DatasetError(f"{root}/{TRACKLETS_FILE}: subset must be train or test, got {sorted(bad)}")
 
 
+def worker_start_method(root: str, workers: int) -> str | None:
+    """How DataLoader workers that read the dataset at ``root`` start: pyarrow's S3 client is not
+    fork-safe once used (the parent has read the manifest), so S3 datasets ``spawn`` workers
+    (each builds its own client); local ones fork (torch's default, quicker to start)."""
+    return "spawn" if workers > 0 and storage.is_s3(root) else None
+
+
 class Dataset:
     """A published dataset. ``Dataset.open`` refuses a root without a valid manifest."""
 
@@ -391,6 +398,18 @@ class Dataset:
         uri = storage.join(self.root, self.manifest["files"][key]["path"])
         with storage.open_input_file(uri) as handle:
             return pq.read_table(handle).to_pandas()
+
+    def select_tracklets(self, subset: str, split: int) -> pd.DataFrame:
+        """The tracklets of ``subset`` (train, test or all) in ``split``, sorted by tracklet_id:
+        what a step reads features of (split roles apply to 10-split datasets); none is an error."""
+        if subset == "all":
+            self.subset_tracklets("test", split)  # validates the split
+            chosen = self.tracklets()
+        else:
+            chosen = self.subset_tracklets(subset, split)
+        if chosen.empty:
+            raise DatasetError(f"{self.root}: no {subset} tracklets (split {split})")
+        return chosen.sort_values("tracklet_id").reset_index(drop=True)
 
     def subset_tracklets(self, subset: str, split: int | None = None) -> pd.DataFrame:
         """Tracklets of ``subset`` ("train" / "test"); 10-split datasets take roles from ``split``."""

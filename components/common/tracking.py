@@ -23,6 +23,18 @@ from components.common.config import to_dict
 MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
 FLUSH_EVERY_S = 10.0
 FLUSH_EVERY_METRICS = 500
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """The tracking URI a step uses: its argument, else ``$MLFLOW_TRACKING_URI``; "" = no tracking."""
+    return uri or os.environ.get(TRACKING_URI_ENV, "")
+
+
+def settings_without_tracking(config: Any) -> dict[str, Any]:
+    """A step config as a dict without its ``mlflow_*`` fields: those are plumbing (and a
+    tracking URI may carry credentials), never params, tags or recorded settings."""
+    return {k: v for k, v in to_dict(config).items() if not k.startswith("mlflow_")}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -39,7 +51,7 @@ class TrackingOptions:
     mlflow_run_name: str = dataclasses.field(default="", metadata={"help": "name of this step's run"})
 
     def resolved_tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        return resolve_tracking_uri(self.mlflow_tracking_uri)
 
 
 class RunLogger:
@@ -153,8 +165,7 @@ def step_run(
     logger = RunLogger(run.info.run_id)
     status = "FAILED"
     try:
-        # mlflow_* fields are plumbing (and a tracking URI may carry credentials): not params.
-        settings = {k: v for k, v in to_dict(config).items() if not k.startswith("mlflow_")}
+        settings = settings_without_tracking(config)
         logger.log_params(settings)
         logger.log_dict(settings, "config.json")  # the exact config, typed, to rerun the step
         yield logger
@@ -253,15 +264,16 @@ def register_model(
     return str(version.version)
 
 
-def log_parent_metrics(tracking_uri: str, parent_run_id: str, metrics: dict[str, float]) -> None:
-    """Put the pipeline's headline metrics on its parent run (no-op without tracking)."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri or not parent_run_id:
+def log_run_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Put metrics on an existing run by id, e.g. the pipeline's headline metrics on its parent
+    run (no-op without tracking or without a run)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if not uri or not run_id:
         return
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
     now_ms = int(time.time() * 1000)
     MlflowClient(uri).log_batch(
-        parent_run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in sorted(metrics.items())]
+        run_id, metrics=[Metric(k, float(v), now_ms, 0) for k, v in sorted(metrics.items())]
     )

@@ -58,7 +58,7 @@ def aggregate(
     """Mean (and std) CMC / mAP over the splits; also logged on the pipeline's parent run, where
     a ``variant``'s metrics carry its name as prefix (``initial_rank1``)."""
     from components.common import kfp_io, storage
-    from components.common.tracking import log_parent_metrics
+    from components.common.tracking import log_run_metrics
     from components.evaluate.aggregate import run
     from components.evaluate.config import AggregateConfig
 
@@ -77,7 +77,7 @@ def aggregate(
     for key, value in summary["metrics"].items():
         metrics.log_metric(key, value)
     prefix = f"{variant}_" if variant else ""
-    log_parent_metrics(
+    log_run_metrics(
         mlflow_tracking_uri, mlflow_parent_run_id, {prefix + k: v for k, v in summary["metrics"].items()}
     )
     return summary["metrics"]

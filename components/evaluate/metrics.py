@@ -64,6 +64,16 @@ def pairwise_distances(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     return dist
 
 
+JUNK_PERSON = -1  # MARS's junk detections ("00-1"); distractors (person 0) stay as negatives
+
+
+def is_junk(q_pids: np.ndarray, q_cams: np.ndarray, g_pids: np.ndarray, g_cams: np.ndarray) -> np.ndarray:
+    """The junk rule, the one place it is written (MARS evaluation code, torchreid): a gallery
+    entry is ignored for a query when it is a junk detection or shows the query's person in the
+    query's camera. Broadcasts query against gallery arrays."""
+    return (g_pids == JUNK_PERSON) | ((g_pids == q_pids) & (g_cams == q_cams))
+
+
 # -- the fast path -------------------------------------------------------------------------------
 class _GalleryIndex:
     """Gallery entries grouped by person id, to list each query's same-person entries sparsely.
@@ -77,7 +87,7 @@ class _GalleryIndex:
         self.g_cams = g_cams
         self.by_pid = np.argsort(g_pids, kind="stable")
         self.sorted_pids = g_pids[self.by_pid]
-        self.junk_columns = np.flatnonzero(g_pids == -1)
+        self.junk_columns = np.flatnonzero(g_pids == JUNK_PERSON)  # junk for every query
 
     def same_person(self, q_pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row, gallery column) of every gallery entry sharing the row's person id."""
@@ -89,14 +99,13 @@ class _GalleryIndex:
         return rows, self.by_pid[np.repeat(lo, counts) + within]
 
     def is_junk(self, cols: np.ndarray, q_pid: int, q_cam: int) -> np.ndarray:
-        same_person = self.g_pids[cols] == q_pid
-        return (self.g_pids[cols] == -1) | (same_person & (self.g_cams[cols] == q_cam))
+        return is_junk(np.int64(q_pid), np.int64(q_cam), self.g_pids[cols], self.g_cams[cols])
 
     def junk_and_good(
         self, q_pids: np.ndarray, q_cams: np.ndarray
     ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         rows, cols = self.same_person(q_pids)
-        junk = (self.g_cams[cols] == q_cams[rows]) | (q_pids[rows] == -1)
+        junk = is_junk(q_pids[rows], q_cams[rows], self.g_pids[cols], self.g_cams[cols])
         return (rows[junk], cols[junk]), (rows[~junk], cols[~junk])
 
 
@@ -351,7 +360,7 @@ def evaluate_rank_loop(
     acc = _Accumulator(distmat.shape[0], max_rank)
     for q in range(distmat.shape[0]):
         order = np.argsort(distmat[q], kind="stable")
-        junk = (g_pids[order] == -1) | ((g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q]))
+        junk = is_junk(q_pids[q], q_camids[q], g_pids[order], g_camids[order])
         matches = (g_pids[order] == q_pids[q])[~junk]
         num_good = int(matches.sum())
         if num_good == 0:
@@ -386,9 +395,8 @@ def ranked_gallery(
     """
     distmat = np.asarray(distmat, dtype=np.float32)
     q_pids, g_pids, q_camids, g_camids = _check_ids(*distmat.shape, q_pids, g_pids, q_camids, g_camids, 1)
-    same_person = g_pids[None, :] == q_pids[:, None]
-    junk = (same_person & (g_camids[None, :] == q_camids[:, None])) | (g_pids == -1)[None, :]
-    good = same_person & ~junk
+    junk = is_junk(q_pids[:, None], q_camids[:, None], g_pids[None, :], g_camids[None, :])
+    good = (g_pids[None, :] == q_pids[:, None]) & ~junk
     indices = np.full((distmat.shape[0], top_k), -1, dtype=np.int64)
     matches = np.zeros((distmat.shape[0], top_k), dtype=bool)
     for q in range(distmat.shape[0]):

@@ -26,13 +26,13 @@ import pandas as pd
 
 from components.common import storage
 from components.common.dataset import Dataset
+from components.common.features import Features, FeaturesError, read_features
 from components.common.tracking import step_run
 from components.evaluate import metrics as metrics_lib
 from components.evaluate import plots
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.metrics import METRIC_KEYS
 from components.evaluate.protocols import EvalSet, ProtocolError, build_eval_set, protocol_for, rows_of
-from components.extract.features import Features, FeaturesError, read_features
 
 log = logging.getLogger(__name__)
 

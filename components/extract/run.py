@@ -18,35 +18,22 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from components.common import images
-from components.common.dataset import Dataset, DatasetError, RowGroupRef
+from components.common.dataset import Dataset, DatasetError, RowGroupRef, worker_start_method
 from components.common.distributed import DistEnv, barrier, distributed
+from components.common.features import Features, write_features
 from components.common.tracking import step_run
 from components.extract.config import ExtractConfig
-from components.extract.features import Features, write_features
 from components.model.artifact import load_model
 from components.model.embed import embed
 from components.model.pooling import TrackletPooler
 
 log = logging.getLogger(__name__)
-
-
-def select_tracklets(dataset: Dataset, subset: str, split: int) -> pd.DataFrame:
-    """The tracklets to extract, sorted by tracklet_id (split roles apply to 10-split datasets)."""
-    if subset == "all":
-        dataset.subset_tracklets("test", split)  # validates the split
-        chosen = dataset.tracklets()
-    else:
-        chosen = dataset.subset_tracklets(subset, split)
-    if chosen.empty:
-        raise DatasetError(f"{dataset.root}: no {subset} tracklets (split {split})")
-    return chosen.sort_values("tracklet_id").reset_index(drop=True)
 
 
 def assign_row_groups(refs: list[RowGroupRef], world_size: int, rank: int) -> list[RowGroupRef]:
@@ -111,15 +98,14 @@ def _loader(frames: FrameBatches, workers: int, device: torch.device) -> DataLoa
         frames,
         batch_size=None,
         num_workers=workers,
-        # pyarrow's S3 client is not fork-safe; spawned workers build their own.
-        multiprocessing_context="spawn" if workers > 0 else None,
+        multiprocessing_context=worker_start_method(frames.root, workers),
         pin_memory=device.type == "cuda",
     )
 
 
 def _extract(config: ExtractConfig, env: DistEnv) -> dict[str, Any]:
     dataset = Dataset.open(config.dataset)
-    tracklets = select_tracklets(dataset, config.subset, config.split)
+    tracklets = dataset.select_tracklets(config.subset, config.split)
     ids = tracklets["tracklet_id"].to_numpy(dtype=np.int64)
     model, info = load_model(config.model, env.device)
     if env.device.type == "cuda":

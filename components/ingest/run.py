@@ -25,7 +25,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from components.common import tracking
-from components.common.config import to_dict
 from components.common.dataset import FRAME_SCHEMA, TRACKLET_SCHEMA, DatasetWriter, manifest_summary
 from components.common.errors import DalError
 from components.ingest.config import IngestConfig
@@ -164,7 +163,7 @@ def ingest(raw: RawSource, config: IngestConfig) -> dict[str, Any]:
         extra = {
             "ingest": {
                 "source": raw.root,
-                "config": {k: v for k, v in to_dict(config).items() if not k.startswith("mlflow_")},
+                "config": tracking.settings_without_tracking(config),
                 "protocol": raw.protocol,
                 "image_encoding": {
                     "stored": f"jpeg (quality {config.jpeg_quality})"

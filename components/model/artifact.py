@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from components.common import storage
+from components.common import storage, torch_files
 from components.common.errors import DalError
 from components.model.backbones import build_backbone
 
@@ -49,11 +49,7 @@ def save_model(uri: str, model: nn.Module, info: ModelInfo) -> None:
 
 def load_model(uri: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
     """Rebuild the backbone from the artifact, in eval mode on ``device``."""
-    data = storage.load_torch_bytes(uri)
-    try:
-        payload = torch.load(data, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise DalError(f"{uri}: not a readable model file ({exc})") from exc
+    payload = torch_files.load(uri, "model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise DalError(f"{uri}: not a {MODEL_FORMAT} model artifact")
     fields = {f.name for f in dataclasses.fields(ModelInfo)}

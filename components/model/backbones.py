@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from components.common import storage
+from components.common import torch_files
 from components.common.errors import DalError
 from components.model import bundled
 from components.model.catalog import BACKBONES, IMAGENET, TIMM_PREFIX, check_backbone, check_weights
@@ -60,11 +60,7 @@ def load_weights(model: nn.Module, weights: str, backbone: str) -> None:
         state = bundled.state_dict_in_order(bundled.load(imagenet), model.state_dict(), imagenet.path)
         model.load_state_dict(state, strict=True)
         return
-    data = storage.load_torch_bytes(weights)  # a missing file raises StorageError naming the URI
-    try:
-        state = torch.load(data, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise DalError(f"{weights}: cannot read weights ({exc})") from exc
+    state = torch_files.load(weights, "weights file")  # a missing file raises StorageError naming it
     state = _unwrap_state_dict(state, weights)
     expected = model.state_dict()
     state = {k: v for k, v in state.items() if k in expected or not k.startswith(_HEAD_PREFIXES)}

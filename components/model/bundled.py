@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from components.common import torch_files
 from components.common.errors import DalError
 from components.model.catalog import BundledWeights
 
@@ -61,7 +61,7 @@ def load(bundle: BundledWeights, path: Path | None = None) -> dict[str, torch.Te
     """The verified state dict of the bundled file (``path``: that file instead of the installed one)."""
     path = locate(bundle) if path is None else path
     data = read_verified(path, bundle)
-    state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    state = torch_files.load_bytes(data, str(path), "weights file")
     if not isinstance(state, Mapping) or not all(torch.is_tensor(v) for v in state.values()):
         raise DalError(f"{path}: not a state dict of tensors")
     return dict(state)

@@ -3,7 +3,7 @@
 Input batches are float (N, 3, H, W) in [0, 1] (``components.common.images`` decodes and
 resizes); they are standardised with the model's mean / std, put in the model's dtype, and on
 CUDA laid out channels_last and run under bf16 autocast (float32 models only). Training
-(``components.train.loop``), extraction, periodic evaluation and anchor initialisation all go
+(``components.train.run``), extraction, periodic evaluation and anchor initialisation all go
 through here.
 """
 

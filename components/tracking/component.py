@@ -21,11 +21,9 @@ def start_run(
     params: dict,
 ) -> str:
     """Open the parent run; returns its id ("" when tracking is off: no URI and no env)."""
-    import os
+    from components.common.tracking import resolve_tracking_uri, start_pipeline_run
 
-    from components.common.tracking import start_pipeline_run
-
-    uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = resolve_tracking_uri(mlflow_tracking_uri)
     if not uri:
         return ""
 
@@ -48,11 +46,9 @@ def finish_run(
     mlflow_tracking_uri: str, mlflow_experiment: str, job_id: str, status: PipelineTaskFinalStatus
 ) -> None:
     """Close the parent run FINISHED or FAILED, whatever happened inside the pipeline."""
-    import os
+    from components.common.tracking import finish_pipeline_run, resolve_tracking_uri
 
-    from components.common.tracking import finish_pipeline_run
-
-    uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = resolve_tracking_uri(mlflow_tracking_uri)
     if uri:
         succeeded = status.state == "SUCCEEDED"
         finish_pipeline_run(uri, mlflow_experiment, job_id, succeeded, status.error_message or "")
@@ -68,13 +64,12 @@ def register_model(
     mlflow_tracking_uri: str,
 ) -> str:
     """Register the trained model with its evaluation metrics; returns the version ("" if off)."""
-    import os
-
     from components.common import storage
     from components.common.tracking import register_model as register
+    from components.common.tracking import resolve_tracking_uri
     from components.evaluate.metrics import METRIC_KEYS
 
-    uri = mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = resolve_tracking_uri(mlflow_tracking_uri)
     if not uri or not mlflow_model_uri:
         return ""
     evaluation = storage.read_json(evaluation_uri)

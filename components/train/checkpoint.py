@@ -8,6 +8,7 @@ A restarted run resumes from the newest checkpoint that loads.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import random
@@ -15,12 +16,13 @@ import re
 import signal
 import threading
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from components.common import storage
+from components.common import storage, torch_files
+from components.common.distributed import DistEnv, barrier
 from components.common.errors import DalError
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,11 @@ CHECKPOINT_FORMAT = "dal-train-checkpoint/1"
 CHECKPOINTS_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM: what job controllers treat as retryable
+
+# The keys of a checkpoint, in one place. Stateful objects (state_dict / load_state_dict) go under
+# their own names (STATEFUL); the rest is written and read by CheckpointManager alone.
+FORMAT, STEP, RNG, DATA, SETUP, CONFIG = "format", "step", "rng", "data", "meta", "config"
+STATEFUL = ("model", "ema", "optimizer", "schedule", "objective")
 
 
 class TrainingPreempted(DalError):
@@ -67,7 +74,7 @@ def remove_partial_writes(output: str) -> None:
 def save_checkpoint(output: str, step: int, payload: dict[str, Any], keep: int) -> str:
     """Write the checkpoint of ``step`` atomically, then delete all but the newest ``keep``."""
     buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "step": step, **payload}, buffer)
+    torch.save({FORMAT: CHECKPOINT_FORMAT, STEP: step, **payload}, buffer)
     uri = checkpoint_uri(output, step)
     storage.write_bytes(uri, buffer.getvalue())
     for _, old in list_checkpoints(output)[:-keep]:
@@ -76,12 +83,8 @@ def save_checkpoint(output: str, step: int, payload: dict[str, Any], keep: int) 
 
 
 def load_checkpoint(uri: str) -> dict[str, Any]:
-    data = storage.load_torch_bytes(uri)
-    try:
-        payload = torch.load(data, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise DalError(f"{uri}: not a readable checkpoint ({exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    payload = torch_files.load(uri, "checkpoint")
+    if not isinstance(payload, dict) or payload.get(FORMAT) != CHECKPOINT_FORMAT:
         raise DalError(f"{uri}: not a {CHECKPOINT_FORMAT} checkpoint")
     return payload
 
@@ -160,3 +163,95 @@ class PreemptionGuard:
         if self._installed:
             signal.signal(signal.SIGTERM, self._previous)
             self._installed = False
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class DataPosition:
+    """How the data order was produced; the position in it is the checkpoint's step."""
+
+    world_size: int
+    workers: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumed:
+    uri: str
+    step: int
+    position: DataPosition
+
+
+class CheckpointManager:
+    """Owns what a training checkpoint holds and how it comes back.
+
+    ``objects`` are the stateful parts by their key in STATEFUL; ``setup`` is what must match to
+    continue (dataset structure, backbone, batch, ...); ``record`` is the config, kept for
+    provenance only. Rank 0 writes; every rank loads; nobody runs ahead of a save.
+    """
+
+    def __init__(
+        self,
+        output: str,
+        keep: int,
+        objects: dict[str, Stateful],
+        setup: dict[str, Any],
+        record: dict[str, Any],
+        env: DistEnv,
+    ) -> None:
+        if sorted(objects) != sorted(STATEFUL):
+            raise ValueError(f"checkpoint objects must be {STATEFUL}, got {sorted(objects)}")
+        self.output, self.keep, self.objects = output, keep, objects
+        self.setup, self.record, self.env = setup, record, env
+
+    def save(self, step: int, position: DataPosition) -> str:
+        uri = checkpoint_uri(self.output, step)
+        if self.env.is_main:
+            payload = {key: obj.state_dict() for key, obj in self.objects.items()}
+            payload |= {
+                RNG: capture_rng(),
+                DATA: dataclasses.asdict(position),
+                SETUP: self.setup,
+                CONFIG: self.record,
+            }
+            save_checkpoint(self.output, step, payload, self.keep)
+            log.info("checkpoint %s", uri)
+        barrier(self.env)  # no rank runs ahead of a checkpoint that may be resumed from
+        return uri
+
+    def restore_latest(self) -> Resumed | None:
+        """Load the newest readable checkpoint into the objects (after checking it belongs to this
+        setup) and restore the RNG states; None when there is none."""
+        found = load_latest(self.output)
+        if found is None:
+            return None
+        uri, payload = found
+        self._check_setup(uri, payload[SETUP])
+        try:
+            for key, obj in self.objects.items():
+                obj.load_state_dict(payload[key])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise DalError(f"{uri}: checkpoint does not fit this model ({exc})") from exc
+        restore_rng(payload[RNG])
+        data = payload[DATA]  # (earlier checkpoints also repeat the step there)
+        return Resumed(uri, int(payload[STEP]), DataPosition(int(data["world_size"]), int(data["workers"])))
+
+    def _check_setup(self, uri: str, saved: dict[str, Any]) -> None:
+        expected = self.setup
+        cameras = "tracklets_per_camera"
+        if list(saved[cameras]) != list(expected[cameras]):
+            raise DalError(
+                f"{uri}: trained on {len(saved[cameras])} cameras with train tracklets per camera "
+                f"{list(saved[cameras])}, but dataset {self.record.get('dataset')} has "
+                f"{len(expected[cameras])} cameras with {list(expected[cameras])}"
+            )
+        differing = [
+            k for k in expected if k not in (cameras, "dataset_name") and saved.get(k) != expected[k]
+        ]
+        if differing:
+            details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {expected[k]!r}" for k in differing)
+            raise DalError(f"{uri}: cannot resume with a different setup ({details}); use a new output")

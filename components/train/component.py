@@ -41,7 +41,8 @@ def train(
     from components.common import kfp_io, storage
     from components.common.config import to_argv
     from components.train.config import TrainConfig
-    from components.train.loop import SUMMARY_FILE, run
+    from components.train.run import run
+    from components.train.summary import TrainSummary
 
     split = int(split)  # ParallelFor items may arrive as floats
     output = storage.join(kfp_io.run_dir(storage_root, run_key, split), objective)
@@ -67,20 +68,20 @@ def train(
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         command += [f"--nproc_per_node={gpus}", "-m", "components.train", *to_argv(config)]
         subprocess.run(command, check=True)
-        summary = storage.read_json(storage.join(output, SUMMARY_FILE))
+        summary = TrainSummary.read(output)
     else:
         summary = run(config)
     kfp_io.publish(
         model,
-        summary["model_uri"],
+        summary.model_uri,
         split=split,
         backbone=backbone,
         objective=objective,
-        steps=summary["steps"],
-        mlflow_model_uri=summary["mlflow_model_uri"],
-        mlflow_run_id=summary["mlflow_run_id"],
+        steps=summary.steps,
+        mlflow_model_uri=summary.mlflow_model_uri,
+        mlflow_run_id=summary.mlflow_run_id,
     )
     kfp_io.publish(
-        initial_model, summary["initial_model_uri"], split=split, backbone=backbone, weights=weights, steps=0
+        initial_model, summary.initial_model_uri, split=split, backbone=backbone, weights=weights, steps=0
     )
-    return summary["mlflow_model_uri"]
+    return summary.mlflow_model_uri

@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.transforms.v2 import functional as tvf
 
-from components.common import images, storage
-from components.common.dataset import Dataset, DatasetError, RowGroupRef
+from components.common import images
+from components.common.dataset import Dataset, DatasetError, RowGroupRef, worker_start_method
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Augmentation:
     colour: np.ndarray | None  # a row of colour_jitter_params; None: no colour jitter
 
 
-Frame = tuple[bytes, int, Augmentation]  # encoded image, global tracklet id, augmentation
+EncodedFrame = tuple[bytes, int, Augmentation]  # encoded image, global tracklet id, augmentation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +215,7 @@ class TrainStream(IterableDataset):
             tables.append(table)
         return pa.concat_tables(tables)
 
-    def frames(self, stream: int, num_streams: int) -> Iterator[Frame]:
+    def frames(self, stream: int, num_streams: int) -> Iterator[EncodedFrame]:
         """The endless frame stream of one worker: (encoded image, global tracklet, augmentation)."""
         skip = self.skipped_frames(stream, num_streams)
         for epoch in itertools.count():
@@ -330,14 +330,12 @@ def usable_workers(requested: int, plan: RowGroupPlan, world_size: int) -> int:
 
 
 def make_loader(stream: TrainStream, workers: int, *, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over ready batches. pyarrow's S3 client is not fork-safe once used (the
-    parent read the manifest), so S3 datasets use ``spawn`` workers; local ones fork."""
-    context = "spawn" if workers and storage.is_s3(stream.dataset.root) else None
+    """A DataLoader over ready batches (workers start as worker_start_method says)."""
     return DataLoader(
         stream,
         batch_size=None,
         num_workers=workers,
-        multiprocessing_context=context,
+        multiprocessing_context=worker_start_method(stream.dataset.root, workers),
         persistent_workers=workers > 0,
         prefetch_factor=2 if workers else None,
         pin_memory=pin_memory,

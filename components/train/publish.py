@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from components.common import storage
-from components.common.config import to_dict
-from components.common.tracking import RunLogger
+from components.common.tracking import RunLogger, settings_without_tracking
 from components.model.artifact import ModelInfo, save_model
 from components.train.config import TrainConfig
 
@@ -32,7 +31,7 @@ def model_info(config: TrainConfig, feature_dim: int) -> ModelInfo:
         feature_dim=feature_dim,
         image_height=config.image_height,
         image_width=config.image_width,
-        config={k: v for k, v in to_dict(config).items() if not k.startswith("mlflow_")},
+        config=settings_without_tracking(config),
     )
 
 

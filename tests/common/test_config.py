@@ -13,6 +13,7 @@ from components.common.config import (
     add_arguments,
     from_args,
     from_dict,
+    parse_field,
     require,
     to_argv,
     to_dict,
@@ -88,3 +89,29 @@ def test_errors_name_the_field() -> None:
         from_args(Example, _parser().parse_args(["--name", "n", "--steps", "0"]))
     with pytest.raises(ConfigError, match="unknown field"):
         from_dict(Example, {"name": "n", "nope": 1})
+
+
+def test_parse_field_parses_as_the_flag_does() -> None:
+    assert parse_field(Example, "steps", "3") == 3
+    assert parse_field(Example, "lr", "1e-3") == pytest.approx(1e-3)
+    assert parse_field(Example, "flag", "true") is True
+    assert parse_field(Example, "mode", "b") == "b"
+    assert parse_field(Example, "size", "8 4") == (8, 4)
+    assert parse_field(Example, "items", "p q r") == ("p", "q", "r")
+    assert parse_field(Example, "limit", "none") is None and parse_field(Example, "limit", "7") == 7
+    assert parse_field(Example, "name", "") == ""  # a required field parses too
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("steps", "ten", "steps: .*invalid int value"),
+        ("mode", "c", "mode: .*invalid choice"),
+        ("flag", "maybe", "flag: .*expected a boolean"),
+        ("size", "8", "size: .*expected 2 arguments"),
+        ("missing", "1", "Example has no field 'missing'"),
+    ],
+)
+def test_parse_field_names_the_bad_field(name: str, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_field(Example, name, text)

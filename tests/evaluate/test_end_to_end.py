@@ -24,7 +24,7 @@ def trained_model(dataset_uri: str, run_uri: str) -> str:
     """A short real training run (`dal train`) from the bundled ImageNet weights: the model the
     tests extract with."""
     from components.train.config import TrainConfig
-    from components.train.loop import run as train
+    from components.train.run import run as train
 
     summary = train(
         TrainConfig(
@@ -40,8 +40,8 @@ def trained_model(dataset_uri: str, run_uri: str) -> str:
             workers=0,
         )
     )
-    assert summary["steps"] == 4
-    return summary["model_uri"]
+    assert summary.steps == 4
+    return summary.model_uri
 
 
 def synthetic_dataset(layout: str, raw: str, output: str) -> None:

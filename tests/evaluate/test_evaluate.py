@@ -14,10 +14,10 @@ import pytest
 from PIL import Image
 
 from components.common.dataset import Dataset
+from components.common.features import Features, FeaturesError, write_features
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.protocols import ProtocolError
 from components.evaluate.run import run
-from components.extract.features import Features, FeaturesError, write_features
 from tests.extract.helpers import write_dataset
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from components.common import images
 from components.common.dataset import Dataset, DatasetError, DatasetWriter
 from components.common.errors import DalError
+from components.common.features import read_features
 from components.extract.config import ExtractConfig
-from components.extract.features import read_features
 from components.extract.run import assign_row_groups, run
 from components.model.artifact import IMAGENET_MEAN, IMAGENET_STD
 from tests.extract.helpers import frame, write_dataset, write_model

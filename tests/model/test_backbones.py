@@ -66,7 +66,7 @@ def test_weights_that_do_not_fit_name_the_file_and_backbone(tmp_path) -> None:
     with pytest.raises(DalError, match=r"other\.pt: weights do not fit backbone 'timm:test_efficientnet'"):
         load_weights(target, str(tmp_path / "other.pt"), "timm:test_efficientnet")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(DalError, match=r"junk\.pt: cannot read weights"):
+    with pytest.raises(DalError, match=r"junk\.pt: not a readable weights file"):
         load_weights(target, str(tmp_path / "junk.pt"), "timm:test_efficientnet")
     with pytest.raises(DalError, match=r"missing\.pt"):
         load_weights(target, str(tmp_path / "missing.pt"), "timm:test_efficientnet")

@@ -16,7 +16,7 @@ from components.model.backbones import build_backbone
 from components.train import checkpoint as ckpt
 from components.train.anchors import initial_anchor_features
 from components.train.data import build_index
-from components.train.loop import run
+from components.train.run import run
 from tests.train.test_support import Spec, one_thread, tiny_config, write_dataset
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
@@ -68,7 +68,7 @@ def test_training_starts_from_the_features_or_from_zero(dataset: str, tmp_path) 
     for init in ("features", "zero"):
         config = tiny_config(dataset, str(tmp_path / init), steps=1, checkpoint_every=1, anchor_init=init)
         summary = run(config)
-        starts[init] = ckpt.load_checkpoint(summary["checkpoint"])["objective"]
+        starts[init] = ckpt.load_checkpoint(summary.checkpoint)["objective"]
     data = Dataset.open(dataset)
     index = build_index(data, 0)
     torch.manual_seed(0)  # tiny_config's seed: the init that training started from

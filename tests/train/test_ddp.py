@@ -47,9 +47,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from components.common import storage
 from components.train import checkpoint as ckpt
-from components.train.loop import SUMMARY_FILE
+from components.train.summary import TrainSummary
 from tests.train.test_support import Spec, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -125,7 +124,7 @@ def test_two_gloo_processes_match_one_process_at_every_step(tmp_path) -> None:
 
     assert double["steps"] == single["steps"] == STEPS
     assert double["warmup_steps"] == single["warmup_steps"] == WARMUP_STEPS
-    assert storage.read_json(storage.join(str(two), SUMMARY_FILE))["steps"] == STEPS
+    assert TrainSummary.read(str(two)).steps == STEPS
     steps_one = ckpt.list_checkpoints(str(one))
     steps_two = ckpt.list_checkpoints(str(two))
     assert [s for s, _ in steps_one] == [s for s, _ in steps_two] == list(range(1, STEPS + 1))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.train.loop import run
+from components.train.run import run
 from tests.train.test_support import Spec, one_thread, tiny_config, write_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures(one_thread.__name__)]
@@ -51,9 +51,9 @@ def _train(dataset: str, output: str, tracking: str, seed: int) -> dict[str, np.
         anchor_init="zero",  # the set-up of the seed study (module docstring)
     )
     summary = run(config)
-    assert summary["warmup_steps"] == 16 and summary["optimizer"] == "rmsprop"
+    assert summary.warmup_steps == 16 and summary.optimizer == "rmsprop"
     client = MlflowClient(tracking)
-    run_id = summary["mlflow_run_id"]
+    run_id = summary.mlflow_run_id
     chance = client.get_metric_history(run_id, "association_precision_chance")[0].value
     assert chance == pytest.approx(1 / 16)
 

@@ -18,8 +18,9 @@ from components.model.artifact import load_model
 from components.model.backbones import build_backbone
 from components.train import checkpoint as ckpt
 from components.train.config import TrainConfig
-from components.train.loop import SUMMARY_FILE, make_plan, run
 from components.train.objectives import DalObjective
+from components.train.run import plan_training, run
+from components.train.summary import TrainSummary
 from tests.train.test_support import Spec, one_thread, tiny_config, write_dataset
 
 pytestmark = pytest.mark.usefixtures(one_thread.__name__)
@@ -51,13 +52,13 @@ def _weights(uri: str) -> dict[str, torch.Tensor]:
 def test_short_run_writes_the_ema_model_and_keeps_the_last_checkpoints(dataset: str, tmp_path) -> None:
     output = str(tmp_path / "run")
     summary = run(tiny(dataset, output))
-    assert summary["steps"] == 6 and summary["resumed_from"] == ""
-    assert summary["optimizer"] == "rmsprop" and summary["warmup_steps"] == 6  # 48 frames / 8
-    assert summary["model_uri"] == storage.join(output, "model.pt")
-    assert storage.read_json(storage.join(output, SUMMARY_FILE)) == summary
+    assert summary.steps == 6 and summary.resumed_from == ""
+    assert summary.optimizer == "rmsprop" and summary.warmup_steps == 6  # 48 frames / 8
+    assert summary.model_uri == storage.join(output, "model.pt")
+    assert TrainSummary.read(output) == summary
     assert [s for s, _ in ckpt.list_checkpoints(output)] == [4, 6]
-    final = ckpt.load_checkpoint(summary["checkpoint"])
-    model, info = load_model(summary["model_uri"])
+    final = ckpt.load_checkpoint(summary.checkpoint)
+    model, info = load_model(summary.model_uri)
     assert (info.backbone, info.image_height, info.image_width) == (BACKBONE, 32, 16)
     assert info.feature_dim == 256 and info.config["steps"] == 6
     assert not any(k.startswith("mlflow_") for k in info.config)
@@ -70,28 +71,28 @@ def test_short_run_writes_the_ema_model_and_keeps_the_last_checkpoints(dataset: 
     anchors = final["objective"]["association.intra_anchor_0"]
     assert anchors.shape == (6, 256) and anchors.abs().sum() > 0
     for key in ("loss", "intra_loss", "cross_loss", "consistent_fraction", "association_precision", "lr"):
-        assert key in summary["final"], key
+        assert key in summary.final, key
 
 
 def test_a_rerun_resumes_and_matches_an_uninterrupted_run(dataset: str, tmp_path) -> None:
     straight = run(tiny(dataset, str(tmp_path / "straight"), steps=9, checkpoint_every=3))
     run(tiny(dataset, str(tmp_path / "split"), steps=5, checkpoint_every=3))  # stops at 5 (checkpoint 3, 5)
     resumed = run(tiny(dataset, str(tmp_path / "split"), steps=9, checkpoint_every=3))
-    assert resumed["resumed_from"].endswith("step-000005.pt") and resumed["steps"] == 9
-    a, b = _weights(straight["model_uri"]), _weights(resumed["model_uri"])
+    assert resumed.resumed_from.endswith("step-000005.pt") and resumed.steps == 9
+    a, b = _weights(straight.model_uri), _weights(resumed.model_uri)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    anchors_a = ckpt.load_checkpoint(straight["checkpoint"])["objective"]
-    anchors_b = ckpt.load_checkpoint(resumed["checkpoint"])["objective"]
+    anchors_a = ckpt.load_checkpoint(straight.checkpoint)["objective"]
+    anchors_b = ckpt.load_checkpoint(resumed.checkpoint)["objective"]
     assert all(torch.equal(anchors_a[k], anchors_b[k]) for k in anchors_a)
-    assert resumed["final"]["loss"] == straight["final"]["loss"]
+    assert resumed.final["loss"] == straight.final["loss"]
 
 
 def test_resume_is_exact_with_dataloader_workers(dataset: str, tmp_path) -> None:
     straight = run(tiny(dataset, str(tmp_path / "straight"), steps=7, workers=2))
     run(tiny(dataset, str(tmp_path / "split"), steps=3, workers=2))
     resumed = run(tiny(dataset, str(tmp_path / "split"), steps=7, workers=2))
-    assert resumed["resumed_from"].endswith("step-000003.pt")
-    a, b = _weights(straight["model_uri"]), _weights(resumed["model_uri"])
+    assert resumed.resumed_from.endswith("step-000003.pt")
+    a, b = _weights(straight.model_uri), _weights(resumed.model_uri)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -99,7 +100,7 @@ def test_a_finished_run_is_not_trained_again(dataset: str, tmp_path) -> None:
     output = str(tmp_path / "run")
     run(tiny(dataset, output, steps=2))
     again = run(tiny(dataset, output, steps=2))
-    assert again["resumed_from"].endswith("step-000002.pt") and again["checkpoint"] == ""
+    assert again.resumed_from.endswith("step-000002.pt") and again.checkpoint == ""
     assert [s for s, _ in ckpt.list_checkpoints(output)] == [2]
 
 
@@ -177,7 +178,7 @@ def test_weights_that_fit_are_the_starting_point(dataset: str, tmp_path) -> None
     start = build_backbone(BACKBONE)
     torch.save(start.state_dict(), tmp_path / "start.pt")
     summary = run(tiny(dataset, str(tmp_path / "run"), steps=1, weights=str(tmp_path / "start.pt"), lr=1e-9))
-    trained = _weights(summary["model_uri"])
+    trained = _weights(summary.model_uri)
     conv = "conv_stem.weight"
     assert torch.allclose(trained[conv], start.state_dict()[conv], atol=1e-5)
 
@@ -209,15 +210,15 @@ def test_sync_batchnorm_choice(dataset: str, tmp_path) -> None:
     gpu_pair = DistEnv(rank=0, world_size=2, local_rank=0, device=torch.device("cuda", 0))
     single_gpu = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cuda", 0))
     config = tiny(dataset, str(tmp_path / "run"))
-    assert make_plan(config, data, gpu_pair).sync_batchnorm  # auto: on for several GPUs
-    assert not make_plan(config, data, single_gpu).sync_batchnorm
-    assert not make_plan(config, data, cpu_pair).sync_batchnorm  # no CPU kernel in torch
+    assert plan_training(config, data, gpu_pair).sync_batchnorm  # auto: on for several GPUs
+    assert not plan_training(config, data, single_gpu).sync_batchnorm
+    assert not plan_training(config, data, cpu_pair).sync_batchnorm  # no CPU kernel in torch
     off = tiny(dataset, str(tmp_path / "run"), sync_batchnorm="off")
-    assert not make_plan(off, data, gpu_pair).sync_batchnorm
+    assert not plan_training(off, data, gpu_pair).sync_batchnorm
     on = tiny(dataset, str(tmp_path / "run"), sync_batchnorm="on")
     with pytest.raises(DalError, match="sync_batchnorm: 'on' needs CUDA"):
-        make_plan(on, data, cpu_pair)
-    assert make_plan(on, data, gpu_pair).rank_batch == 4
+        plan_training(on, data, cpu_pair)
+    assert plan_training(on, data, gpu_pair).rank_batch == 4
 
 
 def test_dal_needs_two_cameras(tmp_path) -> None:
@@ -230,13 +231,13 @@ def test_dal_needs_two_cameras(tmp_path) -> None:
 def test_supervised_reference_learns_identities(dataset: str, tmp_path) -> None:
     config = tiny(dataset, str(tmp_path / "run"), objective="supervised", steps=24, log_every=6)
     summary = run(config)
-    assert summary["objective"] == "supervised"
-    assert "association_precision" not in summary["final"]
-    payload = ckpt.load_checkpoint(summary["checkpoint"])
+    assert summary.objective == "supervised"
+    assert "association_precision" not in summary.final
+    payload = ckpt.load_checkpoint(summary.checkpoint)
     assert payload["model"]["classifier.weight"].shape == (6, 256)  # one class per train person
-    model, _ = load_model(summary["model_uri"])  # the backbone alone: no classifier in model.pt
+    model, _ = load_model(summary.model_uri)  # the backbone alone: no classifier in model.pt
     assert not any(k.startswith("classifier") for k in model.state_dict())
-    assert summary["final"]["train_accuracy"] > 1 / 6
+    assert summary.final["train_accuracy"] > 1 / 6
 
 
 def test_python_m_entry_and_cli_error_exit(tmp_path) -> None:

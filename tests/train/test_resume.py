@@ -86,17 +86,17 @@ def test_sigkill_and_restart_matches_an_uninterrupted_run(dataset: str, tmp_path
     assert not storage.exists(storage.join(output, "model.pt")), "the run finished before the kill"
 
     resumed = _run(_command(dataset, output, steps=12))
-    assert resumed["resumed_from"] != "" and resumed["steps"] == 12
-    a, _ = load_model(straight["model_uri"])
-    b, _ = load_model(resumed["model_uri"])
+    assert resumed.resumed_from != "" and resumed.steps == 12
+    a, _ = load_model(straight.model_uri)
+    b, _ = load_model(resumed.model_uri)
     for key, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[key]), key
-    final_a = ckpt.load_checkpoint(straight["checkpoint"])
-    final_b = ckpt.load_checkpoint(resumed["checkpoint"])
+    final_a = ckpt.load_checkpoint(straight.checkpoint)
+    final_b = ckpt.load_checkpoint(resumed.checkpoint)
     for part in ("objective", "model"):
         for key, value in final_a[part].items():
             assert torch.equal(value, final_b[part][key]), f"{part}.{key}"
-    assert resumed["final"]["loss"] == straight["final"]["loss"]
+    assert resumed.final["loss"] == straight.final["loss"]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_non_zero(dataset: str, tmp_path) -> None:
@@ -126,4 +126,4 @@ def test_sigterm_saves_a_checkpoint_and_exits_non_zero(dataset: str, tmp_path) -
     assert len(steps) == 1 and steps[0] >= 2
     assert not storage.exists(storage.join(output, "model.pt"))
     resumed = _run(_command(dataset, output, steps=steps[0] + 1))
-    assert resumed["resumed_from"].endswith(f"step-{steps[0]:06d}.pt") and resumed["steps"] == steps[0] + 1
+    assert resumed.resumed_from.endswith(f"step-{steps[0]:06d}.pt") and resumed.steps == steps[0] + 1

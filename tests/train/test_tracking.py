@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from components.common import storage
-from components.train.loop import run
+from components.train.run import run
+from components.train.summary import TrainSummary
 from tests.train.test_support import Spec, one_thread, tiny_config, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures(one_thread.__name__)]
@@ -16,11 +17,11 @@ SPEC = Spec(persons=6, cameras=2, frames=4, row_group_rows=8, height=32, width=1
 PER_STEP = ("loss", "intra_loss", "cross_loss", "lr", "frames_per_s", "consistent_fraction")
 
 
-def _check_run(tracking_uri: str, summary: dict) -> None:
+def _check_run(tracking_uri: str, summary: TrainSummary) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    logged = client.get_run(summary["mlflow_run_id"])
+    logged = client.get_run(summary.mlflow_run_id)
     params, metrics, tags = logged.data.params, logged.data.metrics, logged.data.tags
     assert params["backbone"] == "timm:test_efficientnet" and params["steps"] == "6"
     assert params["resolved_optimizer"] == "rmsprop" and params["warmup_steps"] == "6"
@@ -31,7 +32,7 @@ def _check_run(tracking_uri: str, summary: dict) -> None:
     assert tags["dal.step"] == "train" and tags["dal.objective"] == "dal"
     assert logged.info.status == "FINISHED"
     assert "model.pt" in [a.path for a in client.list_artifacts(logged.info.run_id)]
-    assert summary["mlflow_model_uri"]
+    assert summary.mlflow_model_uri
 
 
 def test_server_with_data_and_run_on_s3(mlflow_env, s3_bucket: str) -> None:
@@ -42,7 +43,7 @@ def test_server_with_data_and_run_on_s3(mlflow_env, s3_bucket: str) -> None:
     summary = run(tiny_config(dataset, output, steps=6, checkpoint_every=4))
     _check_run(mlflow_env.uri, summary)
     assert storage.exists(f"{output}/model.pt") and storage.exists(f"{output}/checkpoints/step-000006.pt")
-    model = mlflow.pytorch.load_model(summary["mlflow_model_uri"])  # the EMA backbone
+    model = mlflow.pytorch.load_model(summary.mlflow_model_uri)  # the EMA backbone
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 32, 16)).shape == (1, 256)
 
@@ -62,5 +63,5 @@ def test_no_tracking_at_all(tmp_path, monkeypatch) -> None:
     dataset = str(tmp_path / "ds")
     write_dataset(dataset, SPEC)
     summary = run(tiny_config(dataset, str(tmp_path / "run"), steps=2))
-    assert summary["mlflow_run_id"] == "" and summary["mlflow_model_uri"] == ""
-    assert storage.exists(summary["model_uri"])
+    assert summary.mlflow_run_id == "" and summary.mlflow_model_uri == ""
+    assert storage.exists(summary.model_uri)

@@ -27,7 +27,7 @@ from components.model.artifact import ModelInfo, save_model
 from components.model.backbones import build_backbone
 from components.model.tracklet_features import spaced_positions
 from components.train.config import TrainConfig
-from components.train.loop import run
+from components.train.run import run
 from components.train.validation import Validator
 from tests.train.test_support import Spec, one_thread, tiny_config, write_dataset
 
@@ -96,7 +96,7 @@ def test_frames_are_subsampled_and_the_model_mode_is_kept(dataset: str) -> None:
 
 def test_training_evaluates_every_n_steps_and_at_the_end(dataset: str, tmp_path) -> None:
     summary = run(tiny_config(dataset, str(tmp_path / "run"), backbone=BACKBONE, steps=7, eval_every=3))
-    history = summary["eval_history"]
+    history = summary.eval_history
     assert [h["step"] for h in history] == [0, 3, 6, 7]
     for entry in history:
         assert all(0.0 <= entry[f"eval_{k}"] <= 1.0 for k in METRIC_KEYS)
@@ -104,9 +104,9 @@ def test_training_evaluates_every_n_steps_and_at_the_end(dataset: str, tmp_path)
     assert "association_precision" not in history[0]
     for entry in history[1:]:
         assert 0.0 <= entry["association_precision"] <= 1.0 and 0.0 <= entry["consistent_tracklets"] <= 1.0
-    json.dumps(summary)  # the CLI prints it
+    json.dumps(summary.to_json())  # the CLI prints it
     off = run(tiny_config(dataset, str(tmp_path / "off"), backbone=BACKBONE, steps=2))
-    assert off["eval_history"] == []
+    assert off.eval_history == []
 
 
 def test_new_fields_are_validated() -> None:
@@ -129,15 +129,13 @@ def test_eval_metrics_are_logged_per_step(dataset: str, tmp_path, monkeypatch) -
     summary = run(config)
     client = MlflowClient(uri)
     for key in ("eval_rank1", "eval_mAP", "eval_mAP_trapezoid", "eval_seconds"):
-        points = sorted(client.get_metric_history(summary["mlflow_run_id"], key), key=lambda m: m.step)
+        points = sorted(client.get_metric_history(summary.mlflow_run_id, key), key=lambda m: m.step)
         assert [m.step for m in points] == [0, 2, 4], key
     rank1 = [
         m.value
-        for m in sorted(
-            client.get_metric_history(summary["mlflow_run_id"], "eval_rank1"), key=lambda m: m.step
-        )
+        for m in sorted(client.get_metric_history(summary.mlflow_run_id, "eval_rank1"), key=lambda m: m.step)
     ]
-    assert rank1 == [h["eval_rank1"] for h in summary["eval_history"]]
+    assert rank1 == [h["eval_rank1"] for h in summary.eval_history]
 
 
 @pytest.mark.integration

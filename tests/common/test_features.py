@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.extract.features import (
+from components.common.features import (
     FEATURES_FORMAT,
     Features,
     FeaturesError,
