@@ -16,6 +16,7 @@ import torch
 from components.common import storage
 from components.model.artifact import load_model
 from components.train import checkpoint as ckpt
+from components.train.summary import TrainSummary
 from tests.train.test_support import Spec, write_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -37,6 +38,7 @@ def _command(dataset: str, output: str, steps: int, **extra: object) -> list[str
         "dataset": dataset,
         "output": output,
         "backbone": "timm:test_efficientnet",
+        "weights": "",  # random init: ImageNet weights are bundled for mobilenet_v2 only
         "image_height": 32,
         "image_width": 16,
         "batch_size": 8,
@@ -52,10 +54,10 @@ def _command(dataset: str, output: str, steps: int, **extra: object) -> list[str
     return [sys.executable, "-m", "components.cli", "train", *args]
 
 
-def _run(command: list[str]) -> dict:
+def _run(command: list[str]) -> TrainSummary:
     done = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    return TrainSummary.from_json(json.loads(done.stdout))  # the CLI prints the typed summary
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout_s: float = 300) -> None:
