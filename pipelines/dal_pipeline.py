@@ -10,6 +10,7 @@ ConfigMap ``dal-config``: ``DAL_STORE``, ``MLFLOW_TRACKING_URI``), never as para
 # No "from __future__ import annotations": KFP reads the parameter annotations as types.
 
 import dataclasses
+from typing import Any
 
 from kfp import dsl, kubernetes
 
@@ -40,6 +41,24 @@ INITIAL = "initial"  # the variant of extract / evaluate / aggregate that scores
 
 def _default(config_cls: type, name: str) -> object:
     return next(f.default for f in dataclasses.fields(config_cls) if f.name == name)
+
+
+def _score(
+    ingested: Any, model: Any, split: Any, *, where: dict, tracking: dict, image: str, variant: str = ""
+) -> dsl.PipelineTask:
+    """Extract and evaluate one model of a split: the trained one, or a ``variant`` (the initial
+    weights) in its own folders and with its own display names; returns the evaluate task."""
+    extra = {"variant": variant} if variant else {}  # the trained model's tasks take the default
+    features = extract(ingested=ingested, model=model, split=split, **extra, **where, **tracking)
+    evaluated = evaluate(
+        ingested=ingested, features=features.outputs["features"], split=split, **extra, **where, **tracking
+    )
+    for task, step in ((features, "extract"), (evaluated, "evaluate")):
+        _on_cluster(task, image, RESOURCES[step])
+        task.set_caching_options(False)
+        if variant:
+            task.set_display_name(f"{step} ({variant} weights)")
+    return evaluated
 
 
 def _on_cluster(task: dsl.PipelineTask, image: str, resources: tuple[str, str, str, str] = SMALL) -> None:
@@ -183,48 +202,16 @@ def dal_pipeline(
             kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
             trained.set_caching_options(False)
 
-            features = extract(
-                ingested=ingested.outputs["ingested"],
-                model=trained.outputs["model"],
-                split=split,
-                **where,
-                **step_tracking,
-            )
-            _on_cluster(features, image, RESOURCES["extract"])
-            features.set_caching_options(False)
-
-            evaluated = evaluate(
-                ingested=ingested.outputs["ingested"],
-                features=features.outputs["features"],
-                split=split,
-                **where,
-                **step_tracking,
-            )
-            _on_cluster(evaluated, image, RESOURCES["evaluate"])
-            evaluated.set_caching_options(False)
-
+            scored = {"where": where, "tracking": step_tracking, "image": image}
+            evaluated = _score(ingested.outputs["ingested"], trained.outputs["model"], split, **scored)
             # The weights training started from, through the same steps: what training added.
-            initial_features = extract(
-                ingested=ingested.outputs["ingested"],
-                model=trained.outputs["initial_model"],
-                split=split,
+            initial_evaluated = _score(
+                ingested.outputs["ingested"],
+                trained.outputs["initial_model"],
+                split,
+                **scored,
                 variant=INITIAL,
-                **where,
-                **step_tracking,
-            ).set_display_name("extract (initial weights)")
-            _on_cluster(initial_features, image, RESOURCES["extract"])
-            initial_features.set_caching_options(False)
-
-            initial_evaluated = evaluate(
-                ingested=ingested.outputs["ingested"],
-                features=initial_features.outputs["features"],
-                split=split,
-                variant=INITIAL,
-                **where,
-                **step_tracking,
-            ).set_display_name("evaluate (initial weights)")
-            _on_cluster(initial_evaluated, image, RESOURCES["evaluate"])
-            initial_evaluated.set_caching_options(False)
+            )
 
             registered = register_model(
                 model=trained.outputs["model"],
