@@ -45,7 +45,7 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format components pipelines tests scripts
 
 # The laptop default of `make run`: small synthetic MARS-layout set, small images, few steps.
-RUN_ARGS ?= --dataset mars --synthetic-identities 16 --steps 300 --batch-size 32 --image-height 64 --image-width 32
+RUN_ARGS ?= --dataset mars --synthetic-identities 16 --train steps=300 batch_size=32 image_height=64 image_width=32
 
 run: setup ## the main job: the whole pipeline locally (kfp.local, no Docker) on synthetic data, MLflow in WORK
 	$(BIN)/dal pipeline run --work $(WORK) $(RUN_ARGS)

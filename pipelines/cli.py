@@ -6,16 +6,20 @@
   Docker), logging to a local MLflow store: the laptop / CI path of ``make run``.
 
 Pipeline parameters are flags generated from the pipeline function's signature
-(``--steps 200 --image-height 64``), so they are declared once, in pipelines/dal_pipeline.py.
+(``--dataset prid2011 --nodes 2``), so they are declared once, in pipelines/dal_pipeline.py; a
+step's options are ``FIELD=VALUE`` pairs of its config dataclass (``--train lr=0.01 steps=300
+--evaluate max_rank=50``), validated by that dataclass before anything is compiled or submitted.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import inspect
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,13 +34,40 @@ def _pipeline_parameters() -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(dal_pipeline.pipeline_func).parameters)
 
 
+def step_options() -> dict[str, Any]:
+    """The pipeline's options parameters (``train_options``, ...) and the StepOptions behind them."""
+    from components.evaluate.config import EVALUATE_OPTIONS
+    from components.extract.config import EXTRACT_OPTIONS
+    from components.train.config import TRAIN_OPTIONS
+    from components.train.trainjob import TRAINJOB_OPTIONS
+
+    found = {o.parameter: o for o in (TRAIN_OPTIONS, EXTRACT_OPTIONS, EVALUATE_OPTIONS, TRAINJOB_OPTIONS)}
+    declared = {n for n, p in _pipeline_parameters().items() if isinstance(p.default, dict)}
+    if declared != set(found):  # the pipeline and this list must not drift apart
+        raise RuntimeError(f"pipeline options parameters {sorted(declared)} != {sorted(found)}")
+    return found
+
+
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    options = step_options()
     for name, param in _pipeline_parameters().items():
-        kind = type(param.default)
+        if name in options:
+            step = options[name]
+            listed = ", ".join(f"{k}={v}" for k, v in step.defaults().items())
+            parser.add_argument(
+                "--" + name.removesuffix("_options"),
+                dest=name,
+                nargs="+",
+                action="extend",
+                default=None,
+                metavar="FIELD=VALUE",
+                help=f"{step.config_cls.__name__} options (defaults: {listed})",
+            )
+            continue
         parser.add_argument(
             "--" + name.replace("_", "-"),
             dest=name,
-            type=kind,
+            type=type(param.default),
             default=None,
             help=f"pipeline parameter (default: {param.default!r})",
         )
@@ -61,7 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
-    return {k: getattr(args, k) for k in _pipeline_parameters() if getattr(args, k, None) is not None}
+    """The pipeline arguments given on the command line; each step's options complete (defaults
+    filled in) and checked by its config dataclass: a bad value stops here, naming the field."""
+    given = {k: getattr(args, k) for k in _pipeline_parameters() if getattr(args, k, None) is not None}
+    for name, step in step_options().items():
+        if name in given:
+            given[name] = step.validate(step.parse(given[name]))
+    return given
 
 
 def compile_pipeline(output: str | Path = COMPILED) -> Path:
@@ -72,12 +109,31 @@ def compile_pipeline(output: str | Path = COMPILED) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(dal_pipeline, str(output))
+    output.write_text(_sorted_header_defaults(output.read_text()))
     return output
+
+
+_DICT_DEFAULT = re.compile(r"^(#\s+\w+: dict \[Default: )(\{.*\})(\])$")
+
+
+def _sorted_header_defaults(text: str) -> str:
+    """KFP's header comment prints a dict parameter's default in protobuf map order, which
+    changes from one process to the next; sort it so that the compiled file is reproducible
+    (the spec below it is already sorted)."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        match = _DICT_DEFAULT.match(line.rstrip("\n"))
+        if match:
+            value = ast.literal_eval(match.group(2))
+            line = f"{match.group(1)}{dict(sorted(value.items()))!r}{match.group(3)}\n"
+        lines.append(line)
+    return "".join(lines)
 
 
 def submit(args: argparse.Namespace) -> int:
     import kfp
 
+    arguments = _given(args)  # before any connection: a bad option fails here, naming the field
     host = os.environ.get("KFP_HOST", "")
     if not host:
         print(
@@ -88,7 +144,7 @@ def submit(args: argparse.Namespace) -> int:
     client = kfp.Client(host=host, existing_token=os.environ.get("KFP_TOKEN") or None)
     run = client.create_run_from_pipeline_package(
         args.package,
-        arguments=_given(args),
+        arguments=arguments,
         run_name=args.run_name or None,
         experiment_name=args.experiment,
         namespace=args.namespace or None,

@@ -1,10 +1,14 @@
-"""The DAL pipeline: ingest -> (per split) train -> extract -> evaluate -> register -> average;
-the initial weights (what training started from) are extracted, evaluated and averaged beside.
+"""The DAL pipeline: ingest -> (per split) train -> extract -> evaluate -> average -> register
+a candidate -> promote it to champion if it beats the current one; the initial weights (what
+training started from) are extracted, evaluated and averaged beside.
 
-Wiring only: every step's logic lives in components/<step>/. Defaults come from the steps'
-config dataclasses. Secrets and cluster settings reach the pods from Kubernetes (Secret
-``dal-s3``: AWS keys and endpoint; optional Secret ``dal-mlflow-auth``: MLflow credentials;
-ConfigMap ``dal-config``: ``DAL_STORE``, ``MLFLOW_TRACKING_URI``), never as parameters.
+Wiring only: every step's logic lives in components/<step>/. Each step's options are one dict
+parameter generated from its config dataclass (``train_options`` = TrainConfig's fields but the
+ones the pipeline sets), checked by the dataclass at submit time, in the first task and in the
+pod. ``nodes`` > 1 trains each split as a Kubeflow Trainer TrainJob. Secrets and cluster
+settings reach the pods from Kubernetes (Secret ``dal-s3``: AWS keys and endpoint; optional
+Secret ``dal-mlflow-auth``: MLflow credentials; ConfigMap ``dal-config``: ``DAL_STORE``,
+``MLFLOW_TRACKING_URI``), never as parameters.
 """
 
 # No "from __future__ import annotations": KFP reads the parameter annotations as types.
@@ -15,13 +19,16 @@ from typing import Any
 from kfp import dsl, kubernetes
 
 from components.common.kfp_io import DEFAULT_IMAGE
-from components.evaluate.component import aggregate, evaluate
+from components.evaluate.component import aggregate, evaluate, report
+from components.evaluate.config import EVALUATE_OPTIONS
 from components.extract.component import extract
+from components.extract.config import EXTRACT_OPTIONS
 from components.ingest.component import ingest, plan_splits, prepare_source
 from components.ingest.synthetic_config import SynthConfig
-from components.tracking.component import finish_run, register_model, start_run
-from components.train.component import train
-from components.train.config import TrainConfig
+from components.tracking.component import finish_run, promote_champion, register_candidate, start_run
+from components.train.component import publish_models, train, train_multinode
+from components.train.config import TRAIN_OPTIONS
+from components.train.trainjob import TRAINJOB_OPTIONS
 
 PIPELINE_NAME = "dal-reid"
 S3_SECRET = "dal-s3"
@@ -36,26 +43,52 @@ RESOURCES = {
     "evaluate": ("2", "2", "8Gi", "8Gi"),
 }
 SMALL = ("500m", "1", "512Mi", "1Gi")
+# Steps that may be preempted or hit a flaky node retry with backoff: training resumes from the
+# checkpoints of the same run directory, extraction and evaluation rewrite their outputs whole.
+RETRY = {"num_retries": 3, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 INITIAL = "initial"  # the variant of extract / evaluate / aggregate that scores the initial weights
 
 
-def _default(config_cls: type, name: str) -> object:
+def _default(config_cls: type, name: str) -> Any:
     return next(f.default for f in dataclasses.fields(config_cls) if f.name == name)
 
 
 def _score(
-    ingested: Any, model: Any, split: Any, *, where: dict, tracking: dict, image: str, variant: str = ""
+    ingested: Any,
+    model: Any,
+    split: Any,
+    *,
+    options: dict,
+    where: dict,
+    tracking: dict,
+    image: str,
+    variant: str = "",
 ) -> dsl.PipelineTask:
     """Extract and evaluate one model of a split: the trained one, or a ``variant`` (the initial
     weights) in its own folders and with its own display names; returns the evaluate task."""
     extra = {"variant": variant} if variant else {}  # the trained model's tasks take the default
-    features = extract(ingested=ingested, model=model, split=split, **extra, **where, **tracking)
+    features = extract(
+        ingested=ingested,
+        model=model,
+        split=split,
+        extract_options=options["extract"],
+        **extra,
+        **where,
+        **tracking,
+    )
     evaluated = evaluate(
-        ingested=ingested, features=features.outputs["features"], split=split, **extra, **where, **tracking
+        ingested=ingested,
+        features=features.outputs["features"],
+        split=split,
+        evaluate_options=options["evaluate"],
+        **extra,
+        **where,
+        **tracking,
     )
     for task, step in ((features, "extract"), (evaluated, "evaluate")):
         _on_cluster(task, image, RESOURCES[step])
         task.set_caching_options(False)
+        task.set_retry(**RETRY)
         if variant:
             task.set_display_name(f"{step} ({variant} weights)")
     return evaluated
@@ -103,16 +136,14 @@ def dal_pipeline(
     dataset: str = "mars",
     source_uri: str = "",
     split_lists: str = "",
-    objective: str = _default(TrainConfig, "objective"),
-    backbone: str = _default(TrainConfig, "backbone"),
-    weights: str = _default(TrainConfig, "weights"),
-    steps: int = _default(TrainConfig, "steps"),
-    batch_size: int = _default(TrainConfig, "batch_size"),
-    image_height: int = _default(TrainConfig, "image_height"),
-    image_width: int = _default(TrainConfig, "image_width"),
+    train_options: dict = TRAIN_OPTIONS.defaults(),  # noqa: B008 (a compile-time constant)
+    extract_options: dict = EXTRACT_OPTIONS.defaults(),  # noqa: B008
+    evaluate_options: dict = EVALUATE_OPTIONS.defaults(),  # noqa: B008
     gpus: int = 1,
-    seed: int = _default(TrainConfig, "seed"),
+    nodes: int = 1,
+    trainjob_options: dict = TRAINJOB_OPTIONS.defaults(),  # noqa: B008
     synthetic_identities: int = _default(SynthConfig, "num_identities"),
+    synthetic_seed: int = _default(SynthConfig, "seed"),
     storage_root: str = "",
     mlflow_tracking_uri: str = "",
     mlflow_experiment: str = "dal",
@@ -121,10 +152,15 @@ def dal_pipeline(
     image: str = DEFAULT_IMAGE,
 ) -> None:
     """Ingest a dataset (``source_uri``; empty: a synthetic one in the dataset's real layout),
-    then train, extract and evaluate each split (10 for PRID2011 / iLIDS-VID, 1 for MARS).
+    then train, extract and evaluate each split (10 for PRID2011 / iLIDS-VID, 1 for MARS),
+    average the splits, register split 0's model as the run's ``candidate`` and promote it to
+    ``champion`` if it beats the current one.
 
+    ``*_options``: the steps' config fields (``dal pipeline run --help`` lists them; missing keys
+    take the dataclass defaults). ``gpus``: GPUs per node; ``nodes`` > 1 trains as a TrainJob of
+    that many nodes (``trainjob_options``: runtime, timeout, keep policy, node size).
     ``storage_root`` / ``mlflow_tracking_uri`` default to ``$DAL_STORE`` / ``$MLFLOW_TRACKING_URI``
-    of the cluster's ConfigMap; ``gpus`` > 1 trains with torchrun on one node.
+    of the cluster's ConfigMap.
     """
     tracking = {"mlflow_tracking_uri": mlflow_tracking_uri, "mlflow_experiment": mlflow_experiment}
     parent = start_run(
@@ -132,19 +168,12 @@ def dal_pipeline(
         mlflow_artifact_location=mlflow_artifact_location,
         job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        params={
-            "dataset": dataset,
-            "source_uri": source_uri,
-            "objective": objective,
-            "backbone": backbone,
-            "steps": steps,
-            "batch_size": batch_size,
-            "image_height": image_height,
-            "image_width": image_width,
-            "gpus": gpus,
-            "seed": seed,
-        },
-    ).set_display_name("mlflow: start run")
+        params={"dataset": dataset, "source_uri": source_uri, "gpus": gpus, "nodes": nodes},
+        train_options=train_options,
+        extract_options=extract_options,
+        evaluate_options=evaluate_options,
+        trainjob_options=trainjob_options,
+    ).set_display_name("check options, mlflow: start run")
     _on_cluster(parent, image)
     parent.set_caching_options(False)
     finish = finish_run(**tracking, job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_display_name(
@@ -162,7 +191,7 @@ def dal_pipeline(
             source_uri=source_uri,
             storage_root=storage_root,
             synthetic_identities=synthetic_identities,
-            seed=seed,
+            seed=synthetic_seed,
         ).set_display_name("source")
         _on_cluster(source, image, RESOURCES["prepare-source"])
         source.set_caching_options(True)
@@ -182,27 +211,38 @@ def dal_pipeline(
         splits.set_caching_options(False)
 
         with dsl.ParallelFor(splits.output, name="split", parallelism=2) as split:
-            trained = train(
-                ingested=ingested.outputs["ingested"],
-                split=split,
-                objective=objective,
-                backbone=backbone,
-                weights=weights,
-                steps=steps,
-                batch_size=batch_size,
-                image_height=image_height,
-                image_width=image_width,
-                gpus=gpus,
-                seed=seed,
+            trainer = {
+                "ingested": ingested.outputs["ingested"],
+                "split": split,
+                "train_options": train_options,
                 **where,
                 **step_tracking,
-            )
-            _on_cluster(trained, image, RESOURCES["train"])
-            trained.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
-            kubernetes.empty_dir_mount(trained, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+            }
+            with dsl.If(nodes > 1, name="multi-node"):
+                launched = train_multinode(
+                    **trainer, nodes=nodes, gpus=gpus, trainjob_options=trainjob_options, image=image
+                ).set_display_name("train (TrainJob)")
+                _on_cluster(launched, image)  # it only creates and watches the TrainJob
+            with dsl.Else(name="one-pod"):
+                in_pod = train(**trainer, gpus=gpus)
+                _on_cluster(in_pod, image, RESOURCES["train"])
+                in_pod.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+                kubernetes.empty_dir_mount(in_pod, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
+            for task in (launched, in_pod):
+                task.set_caching_options(False)
+                task.set_retry(**RETRY)  # a retried attempt resumes from the run's checkpoints
+
+            trained = publish_models(trained=dsl.OneOf(launched.output, in_pod.output))
+            trained.set_display_name("models")
+            _on_cluster(trained, image)
             trained.set_caching_options(False)
 
-            scored = {"where": where, "tracking": step_tracking, "image": image}
+            scored = {
+                "options": {"extract": extract_options, "evaluate": evaluate_options},
+                "where": where,
+                "tracking": step_tracking,
+                "image": image,
+            }
             evaluated = _score(ingested.outputs["ingested"], trained.outputs["model"], split, **scored)
             # The weights training started from, through the same steps: what training added.
             initial_evaluated = _score(
@@ -212,17 +252,6 @@ def dal_pipeline(
                 **scored,
                 variant=INITIAL,
             )
-
-            registered = register_model(
-                model=trained.outputs["model"],
-                mlflow_model_uri=trained.outputs["Output"],
-                evaluation_uri=evaluated.outputs["Output"],
-                dataset=dataset,
-                model_name=model_name,
-                mlflow_tracking_uri=mlflow_tracking_uri,
-            ).set_display_name("mlflow: register model")
-            _on_cluster(registered, image)
-            registered.set_caching_options(False)
 
         averaged = aggregate(evaluations=dsl.Collected(evaluated.outputs["Output"]), **where, **step_tracking)
         _on_cluster(averaged, image, RESOURCES["evaluate"])
@@ -236,3 +265,21 @@ def dal_pipeline(
         ).set_display_name("aggregate (initial weights)")
         _on_cluster(initial_averaged, image, RESOURCES["evaluate"])
         initial_averaged.set_caching_options(False)
+
+        shown = report(**where).after(averaged, initial_averaged).set_display_name("report")
+        _on_cluster(shown, image)
+        shown.set_caching_options(False)
+
+        registry = {"dataset": dataset, "model_name": model_name, "mlflow_tracking_uri": mlflow_tracking_uri}
+        candidate = register_candidate(
+            trained=dsl.Collected(trained.outputs["Output"]),
+            metrics=averaged.outputs["Output"],
+            job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            **registry,
+        ).set_display_name("mlflow: register candidate")
+        champion = promote_champion(version=candidate.output, **registry).set_display_name(
+            "mlflow: promote champion"
+        )
+        for task in (candidate, champion):
+            _on_cluster(task, image)
+            task.set_caching_options(False)

@@ -346,6 +346,11 @@ class Dataset:
         return str(self.manifest["dataset"])
 
     @property
+    def digest(self) -> str:
+        """A short fingerprint of this published dataset (see ``manifest_digest``)."""
+        return manifest_digest(self.manifest)
+
+    @property
     def num_cameras(self) -> int:
         return int(self.manifest["num_cameras"])
 
@@ -462,6 +467,16 @@ def _validate_manifest(root: str, manifest: Any) -> None:
             raise DatasetError(f"{uri}: listed in the manifest but missing ({exc})") from exc
         if actual != entry["bytes"]:
             raise DatasetError(f"{uri}: {actual} bytes, the manifest says {entry['bytes']}")
+
+
+DIGEST_CHARS = 8  # as long as MLflow's own dataset digests
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest as canonical JSON, truncated: the manifest lists every file's sha256,
+    so equal digests mean equal data (and the same ingest); key order does not matter."""
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:DIGEST_CHARS]
 
 
 def manifest_summary(manifest: dict[str, Any]) -> str:

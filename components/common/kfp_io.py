@@ -8,6 +8,7 @@ the same as JSON. These functions run inside the step containers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -55,6 +56,41 @@ def run_dir(root: str, run_key: str, split: int, variant: str = "") -> str:
     return storage.join(folder, variant) if variant else folder
 
 
+def aggregate_dir(root: str, run_key: str, variant: str = "") -> str:
+    """Where one pipeline run keeps the average over its splits (of a ``variant``'s model)."""
+    folder = storage.join(storage_root(root), "runs", run_key)
+    return storage.join(storage.join(folder, variant) if variant else folder, "evaluation")
+
+
 def task_run_name(step: str, split: int, variant: str = "") -> str:
     """The MLflow run name of one step of one split: ``evaluate-split0``, ``evaluate-initial-split0``."""
     return f"{step}-{variant}-split{split}" if variant else f"{step}-split{split}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainedModel:
+    """What the train task of one split hands on (as JSON, a KFP string): where its models are.
+
+    Registration runs once per pipeline run, outside the per-split loop, on the collected list.
+    """
+
+    split: int
+    model_uri: str  # <run>/split-N/<objective>/model.pt
+    initial_model_uri: str  # the weights training started from
+    mlflow_model_uri: str  # the logged model ("" untracked)
+    mlflow_run_id: str
+    backbone: str
+    objective: str
+    weights: str
+    steps: int
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainedModel:
+        data = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(data, dict) or set(data) != names:
+            raise DalError(f"not a trained-model record (fields {sorted(names)}): {text[:200]!r}")
+        return cls(**{**data, "split": int(data["split"]), "steps": int(data["steps"])})

@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +25,10 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit for one param value
 FLUSH_EVERY_S = 10.0
 FLUSH_EVERY_METRICS = 500
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# The MLflow 3 UI opens an experiment without this tag in its GenAI view; this value (its
+# ExperimentKind "custom_model_development", shown as "Machine learning") opens the training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def resolve_tracking_uri(uri: str) -> str:
@@ -118,6 +123,26 @@ class RunLogger:
 
             mlflow.log_figure(figure, artifact_file)
 
+    def log_dataset(self, name: str, source_uri: str, digest: str, context: str) -> None:
+        """Record the dataset this run read as a run input (the UI's Dataset column).
+
+        Only metadata is logged (a MetaDataset): the dataset stays where it is, at ``source_uri``
+        (a local path or ``s3://...``); ``digest`` tells its versions apart; ``context`` is the
+        use, e.g. "training" or "evaluation".
+        """
+        if not self.active:
+            return
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        if "://" not in source_uri:  # a relative path means nothing outside this working directory
+            source_uri = os.path.abspath(source_uri)
+        with warnings.catch_warnings():  # MLflow registers two equal local sources ("" and file:)
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+            source = resolve_dataset_source(source_uri)  # a path -> "local", s3://... -> "s3"
+        mlflow.log_input(MetaDataset(source, name=name, digest=digest), context=context)
+
     def log_bytes(self, data: bytes, artifact_file: str) -> None:
         """Log an in-memory file (e.g. a PNG rendered elsewhere) as an artifact."""
         if not self.active:
@@ -153,9 +178,11 @@ def step_run(
     mlflow.set_tracking_uri(uri)
     parent = config.mlflow_parent_run_id or None
     if parent:
-        experiment_id = mlflow.get_run(parent).info.experiment_id
+        experiment = mlflow.get_experiment(mlflow.get_run(parent).info.experiment_id)
     else:
-        experiment_id = mlflow.set_experiment(config.mlflow_experiment).experiment_id
+        experiment = mlflow.set_experiment(config.mlflow_experiment)
+    mark_model_training(uri, experiment)
+    experiment_id = experiment.experiment_id
     run = mlflow.start_run(
         experiment_id=experiment_id,
         run_name=config.mlflow_run_name or step,
@@ -175,6 +202,17 @@ def step_run(
             logger.flush()
         finally:
             mlflow.end_run(status=status)
+
+
+def mark_model_training(tracking_uri: str, experiment: Any) -> None:
+    """Tag ``experiment`` (an mlflow Experiment) as model training unless it has a kind already:
+    a kind someone chose in the UI is kept."""
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(tracking_uri).set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+        )
 
 
 # -- pipeline-level runs: one parent run per pipeline run, children per step ------------------
@@ -200,11 +238,15 @@ def start_pipeline_run(
 
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
-    experiment_id = (
-        found.experiment_id
-        if found is not None
-        else client.create_experiment(experiment, artifact_location=artifact_location or None)
-    )
+    if found is None:
+        experiment_id = client.create_experiment(
+            experiment,
+            artifact_location=artifact_location or None,
+            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+        )
+    else:
+        mark_model_training(tracking_uri, found)
+        experiment_id = found.experiment_id
     run = client.create_run(
         experiment_id, run_name=run_name, tags={PIPELINE_JOB_TAG: job_id, "dal.step": "pipeline"}
     )

@@ -1,7 +1,7 @@
 """KFP components of the evaluation step: one split's CMC/mAP, and the average over splits."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Output
 
 from components.common.kfp_io import DEFAULT_IMAGE
 
@@ -11,24 +11,29 @@ def evaluate(
     ingested: Input[Dataset],
     features: Input[Dataset],
     split: int,
+    evaluate_options: dict,
     storage_root: str,
     run_key: str,
     mlflow_tracking_uri: str,
     mlflow_experiment: str,
     mlflow_parent_run_id: str,
     metrics: Output[Metrics],
+    report: Output[HTML],
     variant: str = "",
 ) -> str:
-    """Evaluate one split; returns its metrics.json URI (collected by `aggregate`). ``variant``:
-    as in `extract` (``initial``: the features of the weights training started from)."""
+    """Evaluate one split; returns its metrics.json URI (collected by `aggregate`). ``report``:
+    the split's metrics, CMC curve and rank list as one page in the KFP UI. ``variant``: as in
+    `extract` (``initial``: the features of the weights training started from)."""
     from components.common import kfp_io, storage
-    from components.evaluate.config import EvaluateConfig
+    from components.evaluate.config import EVALUATE_OPTIONS
+    from components.evaluate.report import write_split_report
     from components.evaluate.run import run
 
     split = int(split)  # ParallelFor items may arrive as floats
     output = storage.join(kfp_io.run_dir(storage_root, run_key, split, variant), "evaluation")
     summary = run(
-        EvaluateConfig(
+        EVALUATE_OPTIONS.build(
+            evaluate_options,
             dataset=kfp_io.pointed_uri(ingested),
             features=kfp_io.pointed_uri(features),
             output=output,
@@ -41,6 +46,7 @@ def evaluate(
     )
     for key, value in summary["metrics"].items():
         metrics.log_metric(key, value)
+    write_split_report(output, report.path)
     return summary["outputs"]["metrics"]
 
 
@@ -57,13 +63,12 @@ def aggregate(
 ) -> dict:
     """Mean (and std) CMC / mAP over the splits; also logged on the pipeline's parent run, where
     a ``variant``'s metrics carry its name as prefix (``initial_rank1``)."""
-    from components.common import kfp_io, storage
+    from components.common import kfp_io
     from components.common.tracking import log_run_metrics
     from components.evaluate.aggregate import run
     from components.evaluate.config import AggregateConfig
 
-    folder = storage.join(kfp_io.storage_root(storage_root), "runs", run_key)
-    output = storage.join(storage.join(folder, variant) if variant else folder, "evaluation")
+    output = kfp_io.aggregate_dir(storage_root, run_key, variant)
     summary = run(
         AggregateConfig(
             inputs=tuple(evaluations),
@@ -81,3 +86,22 @@ def aggregate(
         mlflow_tracking_uri, mlflow_parent_run_id, {prefix + k: v for k, v in summary["metrics"].items()}
     )
     return summary["metrics"]
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def report(
+    storage_root: str,
+    run_key: str,
+    table: Output[Markdown],
+    curves: Output[HTML],
+    initial_variant: str = "initial",
+) -> None:
+    """What the KFP UI shows of the run: the averaged metrics of the trained model beside the
+    weights it started from (``table``), and both mean CMC curves (``curves``)."""
+    from components.common import kfp_io
+    from components.evaluate.report import write_aggregate_markdown, write_aggregate_report
+
+    trained = kfp_io.aggregate_dir(storage_root, run_key)
+    initial = kfp_io.aggregate_dir(storage_root, run_key, initial_variant)
+    write_aggregate_markdown(trained, table.path, initial_dir_uri=initial)
+    write_aggregate_report(trained, curves.path, initial_dir_uri=initial)

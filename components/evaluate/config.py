@@ -10,6 +10,7 @@ import dataclasses
 from typing import Literal
 
 from components.common.config import require
+from components.common.options import StepOptions
 from components.common.tracking import TrackingOptions
 
 MIN_MAX_RANK = 20  # rank-20 is always reported
@@ -69,6 +70,12 @@ class EvaluateConfig(TrackingOptions):
         require(1 <= self.ranklist_size <= 50, "ranklist_size", f"must be 1..50, got {self.ranklist_size}")
         require(self.chunk_size >= 1, "chunk_size", f"must be >= 1, got {self.chunk_size}")
         require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")
+
+
+# What the pipeline sets per task; the rest: the pipeline's ``evaluate_options``.
+EVALUATE_OPTIONS = StepOptions(
+    "evaluate_options", EvaluateConfig, frozenset({"dataset", "features", "output", "split"})
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -153,9 +153,11 @@ def _percent_line(flat: dict[str, float]) -> str:
     return ", ".join(f"{key} {100 * flat[key]:.2f} %" for key in METRIC_KEYS if key in flat)
 
 
-def evaluate(config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """Compute metrics.json's content and the PNGs (no writing)."""
-    dataset = Dataset.open(config.dataset)
+def evaluate(
+    config: EvaluateConfig, dataset: Dataset | None = None
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Compute metrics.json's content and the PNGs (no writing); ``dataset``: config.dataset, opened."""
+    dataset = dataset or Dataset.open(config.dataset)
     tracklets = dataset.tracklets()
     features = read_features(config.features)
     check_features(features, tracklets, config.features)
@@ -209,7 +211,9 @@ def evaluate(config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, bytes]]:
 
 def run(config: EvaluateConfig) -> dict[str, Any]:
     with step_run("evaluate", config) as logger:
-        document, pictures = evaluate(config)
+        dataset = Dataset.open(config.dataset)
+        logger.log_dataset(dataset.name, dataset.root, dataset.digest, "evaluation")
+        document, pictures = evaluate(config, dataset)
         flat = metrics_lib.flat_metrics({k: v for k, v in document.items() if k != "split"})
         storage.ensure_dir(config.output)
         outputs = {"metrics": storage.join(config.output, METRICS_FILE)}

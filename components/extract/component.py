@@ -11,6 +11,7 @@ def extract(
     ingested: Input[Dataset],
     model: Input[Model],
     split: int,
+    extract_options: dict,
     storage_root: str,
     run_key: str,
     mlflow_tracking_uri: str,
@@ -19,16 +20,18 @@ def extract(
     features: Output[Dataset],
     variant: str = "",
 ) -> None:
-    """Features of the split's test tracklets; ``variant`` names a model other than the trained one
+    """Features of the split's test tracklets (``extract_options``: the user's ExtractConfig
+    fields); ``variant`` names a model other than the trained one
     (``initial``: the weights training started from), kept in a folder of that name."""
     from components.common import kfp_io, storage
-    from components.extract.config import ExtractConfig
+    from components.extract.config import EXTRACT_OPTIONS
     from components.extract.run import run
 
     split = int(split)  # ParallelFor items may arrive as floats
     output = storage.join(kfp_io.run_dir(storage_root, run_key, split, variant), "features.parquet")
     summary = run(
-        ExtractConfig(
+        EXTRACT_OPTIONS.build(
+            extract_options,
             dataset=kfp_io.pointed_uri(ingested),
             model=kfp_io.pointed_uri(model),
             output=output,

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Literal
 
 from components.common.config import require
+from components.common.options import StepOptions
 from components.common.tracking import TrackingOptions
 from components.model.catalog import DEFAULT_POOLING
 
@@ -55,3 +56,11 @@ class ExtractConfig(TrackingOptions):
             f"must be auto, cpu or cuda, got {self.device!r}",
         )
         require(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+
+
+# What the pipeline sets per task (the test tracklets of its split); the rest: ``extract_options``.
+EXTRACT_OPTIONS = StepOptions(
+    "extract_options",
+    ExtractConfig,
+    frozenset({"dataset", "model", "output", "subset", "split", "progress"}),
+)

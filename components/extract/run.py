@@ -103,11 +103,10 @@ def _loader(frames: FrameBatches, workers: int, device: torch.device) -> DataLoa
     )
 
 
-def _extract(config: ExtractConfig, env: DistEnv) -> dict[str, Any]:
-    dataset = Dataset.open(config.dataset)
+def _extract(config: ExtractConfig, env: DistEnv, dataset: Dataset) -> dict[str, Any]:
     tracklets = dataset.select_tracklets(config.subset, config.split)
     ids = tracklets["tracklet_id"].to_numpy(dtype=np.int64)
-    model, info = load_model(config.model, env.device)
+    model, info = load_model(config.model, env.device, tracking_uri=config.mlflow_tracking_uri)
     if env.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     refs = assign_row_groups(dataset.row_groups_holding(ids), env.world_size, env.rank)
@@ -177,7 +176,9 @@ def _extract(config: ExtractConfig, env: DistEnv) -> dict[str, Any]:
 def run(config: ExtractConfig) -> dict[str, Any]:
     with distributed(config.device) as env:
         with step_run("extract", config, enabled=env.is_main) as logger:
-            summary = _extract(config, env)
+            dataset = Dataset.open(config.dataset)
+            logger.log_dataset(dataset.name, dataset.root, dataset.digest, "inference")
+            summary = _extract(config, env, dataset)
             logger.set_tags({"dal.dataset": summary["dataset"]})
             logger.log_metrics(
                 {

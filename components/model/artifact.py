@@ -2,20 +2,23 @@
 
 One ``torch.save`` dict, readable with ``weights_only=True``: the backbone name, feature size,
 input size and normalisation, the EMA weights and the training config. No pickled classes, so
-the file loads in any environment that has this package.
+the file loads in any environment that has this package. ``load_model`` also takes a registered
+version, ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` (``components.common.registry``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import tempfile
 from typing import Any
 
 import torch
 from torch import nn
 
-from components.common import storage, torch_files
+from components.common import registry, storage, torch_files
 from components.common.errors import DalError
+from components.common.tracking import resolve_tracking_uri
 from components.model.backbones import build_backbone
 
 MODEL_FORMAT = "dal-model/1"
@@ -47,9 +50,28 @@ def save_model(uri: str, model: nn.Module, info: ModelInfo) -> None:
     storage.write_bytes(uri, buffer.getvalue())
 
 
-def load_model(uri: str, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelInfo]:
-    """Rebuild the backbone from the artifact, in eval mode on ``device``."""
-    payload = torch_files.load(uri, "model file")
+def _registered_payload(uri: str, tracking_uri: str) -> Any:
+    tracking = resolve_tracking_uri(tracking_uri)
+    if not tracking:
+        raise DalError(f"{uri}: a registered model needs an MLflow tracking URI ($MLFLOW_TRACKING_URI)")
+    with tempfile.TemporaryDirectory(prefix="dal-model-") as tmp:  # the download lives only here
+        path = registry.resolve_registered_model(tracking, uri, tmp)
+        return torch_files.load_bytes(storage.read_bytes(path), f"{uri} ({path})", "model file")
+
+
+def load_model(
+    uri: str, device: torch.device | str = "cpu", *, tracking_uri: str = ""
+) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the backbone from the artifact, in eval mode on ``device``.
+
+    ``uri``: a ``model.pt`` (local path or storage URI) or a registered version
+    (``models:/<name>@<alias>``, ``models:/<name>/<version>``), looked up in ``tracking_uri``
+    (empty: ``$MLFLOW_TRACKING_URI``).
+    """
+    if registry.is_registry_uri(uri):
+        payload = _registered_payload(uri, tracking_uri)
+    else:
+        payload = torch_files.load(uri, "model file")
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise DalError(f"{uri}: not a {MODEL_FORMAT} model artifact")
     fields = {f.name for f in dataclasses.fields(ModelInfo)}

@@ -1,4 +1,4 @@
-"""KFP components around MLflow: the pipeline's parent run, and model registration.
+"""KFP components around MLflow: the pipeline's parent run, and model registration / promotion.
 
 Every step logs a child run under the parent run whose id `start_run` returns. The exit
 handler `finish_run` may not depend on other tasks, so it finds the parent run again by the
@@ -6,7 +6,7 @@ pipeline job id it was tagged with.
 """
 
 from kfp import dsl
-from kfp.dsl import Input, Model, PipelineTaskFinalStatus
+from kfp.dsl import PipelineTaskFinalStatus
 
 from components.common.kfp_io import DEFAULT_IMAGE
 
@@ -19,16 +19,25 @@ def start_run(
     job_id: str,
     run_name: str,
     params: dict,
+    train_options: dict,
+    extract_options: dict,
+    evaluate_options: dict,
+    trainjob_options: dict,
 ) -> str:
-    """Open the parent run; returns its id ("" when tracking is off: no URI and no env)."""
-    from components.common.tracking import resolve_tracking_uri, start_pipeline_run
+    """Check every step's options, then open the parent run with them as params (``train.lr``,
+    ...); returns its id ("" when tracking is off: no URI and no env).
 
-    uri = resolve_tracking_uri(mlflow_tracking_uri)
-    if not uri:
-        return ""
+    The first task of the run: an option typed into the KFP UI that the step's config refuses
+    fails here, naming the field, before any data is ingested or any GPU is held.
+    """
+    from components.common.tracking import resolve_tracking_uri, start_pipeline_run
+    from components.evaluate.config import EVALUATE_OPTIONS
+    from components.extract.config import EXTRACT_OPTIONS
+    from components.train.config import TRAIN_OPTIONS
+    from components.train.trainjob import TRAINJOB_OPTIONS
 
     # A dict parameter travels as a protobuf Struct: its numbers become doubles, and pipeline
-    # parameters inside it arrive as their text ("200.0"). Show integers as integers again.
+    # parameters inside it arrive as their text ("2.0"). Show integers as integers again.
     def integral(value: object) -> object:
         text = str(value)
         if isinstance(value, float | str) and text.endswith(".0") and text[:-2].lstrip("-").isdigit():
@@ -36,6 +45,17 @@ def start_run(
         return value
 
     params = {key: integral(value) for key, value in params.items()}
+    checked = {
+        "train": TRAIN_OPTIONS.validate(train_options),
+        "extract": EXTRACT_OPTIONS.validate(extract_options),
+        "evaluate": EVALUATE_OPTIONS.validate(evaluate_options),
+    }
+    if int(params.get("nodes", 1)) > 1:  # the TrainJob's settings matter only then
+        checked["trainjob"] = TRAINJOB_OPTIONS.validate(trainjob_options)
+    uri = resolve_tracking_uri(mlflow_tracking_uri)
+    if not uri:
+        return ""
+    params.update({f"{step}.{k}": v for step, options in checked.items() for k, v in options.items()})
     return start_pipeline_run(
         uri, mlflow_experiment, job_id, run_name or f"dal-{job_id}", params, mlflow_artifact_location
     )
@@ -55,30 +75,53 @@ def finish_run(
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def register_model(
-    model: Input[Model],
-    mlflow_model_uri: str,
-    evaluation_uri: str,
+def register_candidate(
+    trained: list,
+    metrics: dict,
     dataset: str,
     model_name: str,
     mlflow_tracking_uri: str,
+    job_id: str,
 ) -> str:
-    """Register the trained model with its evaluation metrics; returns the version ("" if off)."""
-    from components.common import storage
-    from components.common.tracking import register_model as register
+    """Register ONE model version per pipeline run, with alias ``candidate`` and the run's
+    aggregated metrics (all splits) as tags; returns the version ("" when tracking is off).
+
+    The version is split 0's model: every split trains its own model on its own train half, and
+    the first (the only one of MARS) stands for the run; the others stay logged in their runs.
+    """
+    from components.common import registry
+    from components.common.kfp_io import TrainedModel
     from components.common.tracking import resolve_tracking_uri
-    from components.evaluate.metrics import METRIC_KEYS
 
     uri = resolve_tracking_uri(mlflow_tracking_uri)
-    if not uri or not mlflow_model_uri:
+    records = sorted((TrainedModel.from_json(text) for text in trained), key=lambda r: r.split)
+    if not uri or not records or not records[0].mlflow_model_uri:
         return ""
-    evaluation = storage.read_json(evaluation_uri)
-    metrics = {key: float(evaluation[key]) for key in METRIC_KEYS if key in evaluation}
+    first = records[0]
     tags = {
         "dataset": dataset,
-        "split": int(model.metadata.get("split", 0)),  # KFP metadata numbers are floats
-        "backbone": model.metadata.get("backbone", ""),
-        "objective": model.metadata.get("objective", ""),
-        "storage_uri": model.metadata.get("uri", ""),
+        "pipeline_job_id": job_id,
+        "split": first.split,
+        "splits": len(records),
+        "backbone": first.backbone,
+        "objective": first.objective,
+        "storage_uri": first.model_uri,
     }
-    return register(uri, mlflow_model_uri, model_name or f"dal-{dataset}", metrics, tags)
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    name = model_name or f"dal-{dataset}"
+    return registry.register_candidate(uri, name, first.mlflow_model_uri, numeric, tags).version
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def promote_champion(version: str, dataset: str, model_name: str, mlflow_tracking_uri: str) -> str:
+    """Move alias ``champion`` to the candidate ``version`` only if it beats the current champion
+    of ``dal-<dataset>`` (components/common/registry.py: ``beats``); returns the decision."""
+    from components.common import registry
+    from components.common.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(mlflow_tracking_uri)
+    if not uri or not version:
+        return "nothing registered (tracking off)"
+    decision = registry.promote_champion(uri, model_name or f"dal-{dataset}", version)
+    print(decision.reason)
+    return decision.reason

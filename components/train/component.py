@@ -1,6 +1,13 @@
-"""KFP component of the training step: `dal train`, on `gpus` GPUs of one pod via torchrun.
+"""KFP components of the training step, one split each.
 
-Multi-node training runs as a PyTorchJob (k8s/base/train-pytorchjob.yaml) with the same entry.
+* ``train``: `dal train` in this pod, torchrun over its ``gpus`` GPUs when > 1;
+* ``train_multinode``: a small launcher pod that runs the same training as a Kubeflow Trainer
+  TrainJob over ``nodes`` nodes (trainjob.py: the manifest, the watch, the keep/delete policy);
+* ``publish_models``: hands either one's models on as KFP Model artifacts, so everything
+  downstream is the same whichever path trained.
+
+The trainers return a ``TrainedModel`` record (JSON): KFP's ``dsl.OneOf`` joins the two branches
+on a parameter (kfp.local joins no artifacts).
 """
 
 from kfp import dsl
@@ -13,75 +20,98 @@ from components.common.kfp_io import DEFAULT_IMAGE
 def train(
     ingested: Input[Dataset],
     split: int,
-    objective: str,
-    backbone: str,
-    weights: str,
-    steps: int,
-    batch_size: int,
-    image_height: int,
-    image_width: int,
+    train_options: dict,
     gpus: int,
-    seed: int,
     storage_root: str,
     run_key: str,
     mlflow_tracking_uri: str,
     mlflow_experiment: str,
     mlflow_parent_run_id: str,
-    model: Output[Model],
-    initial_model: Output[Model],
 ) -> str:
-    """Train one split; returns the MLflow model URI ("" without tracking) for registration.
+    """Train one split in this pod; returns its TrainedModel record (JSON). A retried attempt
+    resumes from the checkpoints the previous one left in the same run directory."""
+    from components.common import kfp_io
+    from components.train.launch import split_config, train_in_pod, trained_model
 
-    ``initial_model`` is the model training started from (ImageNet or random init), evaluated
-    beside the trained one to show what training added.
-    """
-    import subprocess
-    import sys
-
-    from components.common import kfp_io, storage
-    from components.common.config import to_argv
-    from components.train.config import TrainConfig
-    from components.train.run import run
-    from components.train.summary import TrainSummary
-
-    split = int(split)  # ParallelFor items may arrive as floats
-    output = storage.join(kfp_io.run_dir(storage_root, run_key, split), objective)
-    config = TrainConfig(
+    config = split_config(
         dataset=kfp_io.pointed_uri(ingested),
-        output=output,
         split=split,
-        objective=objective,
-        backbone=backbone,
-        weights=weights,
-        steps=steps,
-        batch_size=batch_size,
-        image_height=image_height,
-        image_width=image_width,
-        seed=seed,
+        options=train_options,
+        storage_root=storage_root,
+        run_key=run_key,
         mlflow_tracking_uri=mlflow_tracking_uri,
         mlflow_experiment=mlflow_experiment,
         mlflow_parent_run_id=mlflow_parent_run_id,
-        mlflow_run_name=f"train-split{split}",
     )
-    if gpus > 1:
-        # One process per GPU; rank 0 writes the summary that is read back below.
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        command += [f"--nproc_per_node={gpus}", "-m", "components.train", *to_argv(config)]
-        subprocess.run(command, check=True)
-        summary = TrainSummary.read(output)
-    else:
-        summary = run(config)
+    return trained_model(config, train_in_pod(config, int(gpus))).to_json()
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def train_multinode(
+    ingested: Input[Dataset],
+    split: int,
+    train_options: dict,
+    nodes: int,
+    gpus: int,
+    trainjob_options: dict,
+    image: str,
+    storage_root: str,
+    run_key: str,
+    mlflow_tracking_uri: str,
+    mlflow_experiment: str,
+    mlflow_parent_run_id: str,
+) -> str:
+    """Train one split as a TrainJob of ``nodes`` x ``gpus`` GPUs in ``image``, and wait for it;
+    returns its TrainedModel record (JSON). A retried attempt adopts the same TrainJob (or
+    recreates a failed one, which resumes from the run directory's checkpoints)."""
+    from components.common import kfp_io
+    from components.train.launch import split_config, train_on_trainjob, trained_model
+
+    config = split_config(
+        dataset=kfp_io.pointed_uri(ingested),
+        split=split,
+        options=train_options,
+        storage_root=storage_root,
+        run_key=run_key,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_experiment=mlflow_experiment,
+        mlflow_parent_run_id=mlflow_parent_run_id,
+    )
+    summary = train_on_trainjob(
+        config,
+        nodes=int(nodes),
+        gpus_per_node=int(gpus),
+        image=image,
+        options=trainjob_options,
+        run_key=run_key,
+    )
+    return trained_model(config, summary).to_json()
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def publish_models(trained: str, model: Output[Model], initial_model: Output[Model]) -> str:
+    """The trained model and the weights training started from (ImageNet or random init, scored
+    beside it to show what training added) as Model artifacts; returns ``trained`` unchanged
+    for the registration step that collects the splits."""
+    from components.common import kfp_io
+
+    record = kfp_io.TrainedModel.from_json(trained)
     kfp_io.publish(
         model,
-        summary.model_uri,
-        split=split,
-        backbone=backbone,
-        objective=objective,
-        steps=summary.steps,
-        mlflow_model_uri=summary.mlflow_model_uri,
-        mlflow_run_id=summary.mlflow_run_id,
+        record.model_uri,
+        split=record.split,
+        backbone=record.backbone,
+        objective=record.objective,
+        steps=record.steps,
+        mlflow_model_uri=record.mlflow_model_uri,
+        mlflow_run_id=record.mlflow_run_id,
     )
     kfp_io.publish(
-        initial_model, summary.initial_model_uri, split=split, backbone=backbone, weights=weights, steps=0
+        initial_model,
+        record.initial_model_uri,
+        split=record.split,
+        backbone=record.backbone,
+        weights=record.weights,
+        steps=0,
     )
-    return summary.mlflow_model_uri
+    return trained

@@ -15,6 +15,7 @@ import re
 from typing import Literal
 
 from components.common.config import require
+from components.common.options import StepOptions
 from components.common.tracking import TrackingOptions
 from components.model.catalog import IMAGENET, check_backbone, check_weights
 
@@ -218,6 +219,10 @@ class TrainConfig(TrackingOptions):
             f"{self.batch_size} does not split evenly over {world_size} ranks",
         )
         return self.batch_size // world_size
+
+
+# What the pipeline sets per task; every other field is a pipeline option (``train_options``).
+TRAIN_OPTIONS = StepOptions("train_options", TrainConfig, frozenset({"dataset", "output", "split"}))
 
 
 def dataset_key(name: str) -> str:

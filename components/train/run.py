@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -49,7 +50,7 @@ from components.train.ema import WeightEma
 from components.train.monitor import AssociationMonitor, RunningMeans, Throughput
 from components.train.objectives import Network, build_objective
 from components.train.optim import build_optimizer, build_schedule
-from components.train.publish import publish_initial_model, publish_model
+from components.train.publish import example_frames, publish_initial_model, publish_model
 from components.train.summary import TrainSummary
 from components.train.validation import PeriodicEvaluation, Validator
 
@@ -231,6 +232,7 @@ class Trainer:
             ckpt.PreemptionGuard() as guard,
             step_run("train", config, enabled=env.is_main, tags=self._tags(resumed)) as logger,
         ):
+            logger.log_dataset(self.dataset.name, self.dataset.root, self.dataset.digest, "training")
             logger.log_params(
                 {**self.plan.params(), "world_size": env.world_size, "workers_used": self.workers}
             )
@@ -251,7 +253,9 @@ class Trainer:
                     "run the same command again to resume"
                 )
             model_uri, mlflow_model_uri = (
-                publish_model(config, state.ema.module, logger) if env.is_main else ("", "")
+                publish_model(config, state.ema.module, logger, self._example_frames(logger))
+                if env.is_main
+                else ("", "")
             )
             summary = dataclasses.replace(
                 self._summary(resumed, last, evaluation),
@@ -285,6 +289,13 @@ class Trainer:
             checkpoint="",
             eval_history=evaluation.history,
         )
+
+    def _example_frames(self, logger: RunLogger) -> np.ndarray | None:
+        """Frames for the MLflow model's input example; read only when it is logged."""
+        if not logger.active:
+            return None
+        is_train = self.plan.index.camera_of >= 0
+        return example_frames(self.dataset, self.row_groups.refs, is_train, self.image_size)
 
     def _resume_or_start(self) -> ckpt.Resumed | None:
         """Continue from the newest checkpoint, or start the anchors (anchor_init=features)."""

@@ -9,12 +9,14 @@ import pytest
 from kfp import dsl
 
 from components.common import storage
+from components.common.config import ConfigError
 from components.common.dataset import Dataset
-from components.evaluate.component import aggregate, evaluate
+from components.common.kfp_io import TrainedModel
+from components.evaluate.component import aggregate, evaluate, report
 from components.extract.component import extract
 from components.ingest.component import ingest, plan_splits, prepare_source
-from components.tracking.component import finish_run, register_model, start_run
-from components.train.component import train
+from components.tracking.component import finish_run, promote_champion, register_candidate, start_run
+from components.train.component import publish_models, train
 
 NO_TRACKING = {"mlflow_tracking_uri": "", "mlflow_experiment": "dal", "mlflow_parent_run_id": ""}
 
@@ -128,25 +130,28 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
     for split, gpus in ((1, 2), (4, 1)):
         model = _artifact(dsl.Model, tmp_path, f"model{split}")
         initial = _artifact(dsl.Model, tmp_path, f"initial{split}")
-        mlflow_model = train.python_func(
+        trained = train.python_func(
             ingested=artifact,
             split=float(split),  # ParallelFor hands items over as floats
-            objective="dal",
-            backbone="timm:test_resnet",
-            weights="",
-            steps=4,
-            batch_size=8,
-            image_height=32,
-            image_width=16,
+            # As the pipeline hands them over: a Struct, numbers as doubles.
+            train_options={
+                "objective": "dal",
+                "backbone": "timm:test_resnet",
+                "weights": "",
+                "steps": 4.0,
+                "batch_size": 8.0,
+                "image_height": 32.0,
+                "image_width": 16.0,
+                "seed": 0.0,
+            },
             gpus=gpus,
-            seed=0,
             storage_root=root,
             run_key="job1",
-            model=model,
-            initial_model=initial,
             **NO_TRACKING,
         )
-        assert mlflow_model == ""  # tracking off
+        record = TrainedModel.from_json(trained)
+        assert record.split == split and record.mlflow_model_uri == ""  # tracking off
+        assert publish_models.python_func(trained=trained, model=model, initial_model=initial) == trained
         assert model.metadata["uri"] == storage.join(
             root, "runs", "job1", f"split-{split}", "dal", "model.pt"
         )
@@ -160,6 +165,7 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
             ingested=artifact,
             model=model,
             split=split,
+            extract_options={},
             storage_root=root,
             run_key="job1",
             features=features,
@@ -171,9 +177,11 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
                 ingested=artifact,
                 features=features,
                 split=split,
+                evaluate_options={"max_rank": 25.0},
                 storage_root=root,
                 run_key="job1",
                 metrics=metrics,
+                report=_artifact(dsl.HTML, tmp_path, f"report{split}"),
                 **NO_TRACKING,
             )
         )
@@ -192,6 +200,7 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
         ingested=artifact,
         model=initial,
         split=4,
+        extract_options={"pooling": "mean"},
         storage_root=root,
         run_key="job1",
         features=initial_features,
@@ -206,9 +215,11 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
         ingested=artifact,
         features=initial_features,
         split=4,
+        evaluate_options={},
         storage_root=root,
         run_key="job1",
         metrics=initial_metrics,
+        report=_artifact(dsl.HTML, tmp_path, "initial_report"),
         variant="initial",
         **NO_TRACKING,
     )
@@ -226,8 +237,46 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
     assert initial_result["num_splits"] == 1
     assert storage.exists(storage.join(root, "runs", "job1", "initial", "evaluation", "metrics.json"))
 
+    # What the KFP UI shows: per split an HTML page, per run a Markdown table and the curves.
+    page = (tmp_path / "artifacts" / "report1").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    table = _artifact(dsl.Markdown, tmp_path, "table")
+    curves = _artifact(dsl.HTML, tmp_path, "curves")
+    report.python_func(storage_root=root, run_key="job1", table=table, curves=curves)
+    markdown = (tmp_path / "artifacts" / "table").read_text()
+    assert "| rank-1 |" in markdown and "initial weights" in markdown
+    assert f"| rank-1 | {100 * result['rank1']:.2f} ± " in markdown
+    assert "data:image/png;base64," in (tmp_path / "artifacts" / "curves").read_text()
 
-def test_tracking_components_open_close_and_register(tmp_path) -> None:
+
+OPTIONS = {"train_options": {}, "extract_options": {}, "evaluate_options": {}, "trainjob_options": {}}
+
+
+def test_start_run_checks_every_steps_options_first(tmp_path) -> None:
+    # Even with tracking off: a value typed into the KFP UI fails the run's first task.
+    with pytest.raises(ConfigError, match=r"evaluate_options\.max_rank: must be >= 20, got 3"):
+        start_run.python_func(
+            mlflow_tracking_uri="",
+            mlflow_experiment="e",
+            mlflow_artifact_location="",
+            job_id="j",
+            run_name="",
+            params={},
+            **{**OPTIONS, "evaluate_options": {"max_rank": 3.0}},
+        )
+    with pytest.raises(ConfigError, match=r"trainjob_options\."):
+        start_run.python_func(
+            mlflow_tracking_uri="",
+            mlflow_experiment="e",
+            mlflow_artifact_location="",
+            job_id="j",
+            run_name="",
+            params={"nodes": 2.0},
+            **{**OPTIONS, "trainjob_options": {"no_such_option": 1}},
+        )
+
+
+def test_tracking_components_open_register_promote_and_close(tmp_path, monkeypatch) -> None:
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -240,6 +289,7 @@ def test_tracking_components_open_close_and_register(tmp_path) -> None:
             job_id="j",
             run_name="",
             params={},
+            **OPTIONS,
         )
         == ""
     )
@@ -249,33 +299,69 @@ def test_tracking_components_open_close_and_register(tmp_path) -> None:
         mlflow_artifact_location=artifacts,
         job_id="job-7",
         run_name="",
-        params={"steps": 5, "dataset": "mars"},
+        params={"gpus": 1.0, "dataset": "mars"},
+        **{**OPTIONS, "train_options": {"steps": 5.0, "lr": 0.01}},
     )
     client = MlflowClient(uri)
     run = client.get_run(parent)
-    assert run.info.status == "RUNNING" and run.data.params == {"steps": "5", "dataset": "mars"}
+    params = run.data.params
+    assert run.info.status == "RUNNING" and params["gpus"] == "1" and params["dataset"] == "mars"
+    # Every option's effective value, the defaults included, as a param of the parent run.
+    assert params["train.steps"] == "5" and params["train.lr"] == "0.01"
+    assert params["train.optimizer"] == "auto" and params["evaluate.max_rank"] == "20"
+    assert not [k for k in params if k.startswith("trainjob.")]  # one node: not used
     assert client.get_experiment_by_name("e").artifact_location == artifacts
 
-    # A model to register: logged by a child run, as the train step does.
+    # Models to register: logged by child runs, as the train step does, one per split.
     import mlflow
     import torch
 
     mlflow.set_tracking_uri(uri)
-    with mlflow.start_run(experiment_id=run.info.experiment_id, parent_run_id=parent):
-        logged = mlflow.pytorch.log_model(torch.nn.Linear(2, 2), name="model", serialization_format="pickle")
-    evaluation = tmp_path / "metrics.json"
-    evaluation.write_text(json.dumps({"rank1": 0.5, "mAP": 0.25, "mAP_trapezoid": 0.2, "split": 0}))
-    model = dsl.Model(name="m", uri=str(tmp_path / "m"), metadata={"split": 2.0, "backbone": "resnet50"})
-    version = register_model.python_func(
-        model=model,
-        mlflow_model_uri=str(logged.model_uri),
-        evaluation_uri=str(evaluation),
-        dataset="mars",
-        model_name="",
-        mlflow_tracking_uri=uri,
+    records = []
+    for split in (1, 0):
+        with mlflow.start_run(experiment_id=run.info.experiment_id, parent_run_id=parent) as child:
+            logged = mlflow.pytorch.log_model(
+                torch.nn.Linear(2, 2), name="model", serialization_format="pickle"
+            )
+        record = TrainedModel(
+            split=split,
+            model_uri=f"s3://b/runs/job-7/split-{split}/dal/model.pt",
+            initial_model_uri="",
+            mlflow_model_uri=str(logged.model_uri),
+            mlflow_run_id=child.info.run_id,
+            backbone="resnet50",
+            objective="dal",
+            weights="imagenet",
+            steps=5,
+        )
+        records.append(record)
+    registry = {"dataset": "mars", "model_name": "", "mlflow_tracking_uri": uri}
+    version = register_candidate.python_func(
+        trained=[r.to_json() for r in records],
+        metrics={"rank1": 0.5, "mAP": 0.25, "num_splits": 2.0},
+        job_id="job-7",
+        **registry,
     )
-    registered = client.get_model_version("dal-mars", version)
-    assert registered.tags["metric.rank1"] == "0.5" and registered.tags["split"] == "2"
+    (registered,) = client.search_model_versions("name='dal-mars'")  # one version per run
+    assert str(registered.version) == version and registered.run_id == records[1].mlflow_run_id  # split 0
+    assert registered.tags["split"] == "0" and registered.tags["pipeline_job_id"] == "job-7"
+    assert float(registered.tags["metric.rank1"]) == 0.5
+    assert str(client.get_model_version_by_alias("dal-mars", "candidate").version) == version
+    promote_champion.python_func(version=version, **registry)  # the first: no champion yet
+    assert str(client.get_model_version_by_alias("dal-mars", "champion").version) == version
+    # Tracking off: nothing to register or promote.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri set it
+    assert (
+        register_candidate.python_func(
+            trained=[records[0].to_json()],
+            metrics={},
+            job_id="j",
+            dataset="mars",
+            model_name="",
+            mlflow_tracking_uri="",
+        )
+        == ""
+    )
 
     status = dsl.PipelineTaskFinalStatus(
         state="FAILED",

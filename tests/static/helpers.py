@@ -8,6 +8,7 @@ programs from there (``DAL_LINT_BIN`` points elsewhere if needed).
 from __future__ import annotations
 
 import copy
+import functools
 import os
 import re
 import shlex
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonpatch
+import jsonschema
 import pytest
 import yaml
 
@@ -70,6 +72,9 @@ def kustomization_dirs() -> list[Path]:
 # ---------------------------------------------------------------------------------------------
 # Pod specs inside workload kinds
 
+# Kubeflow Trainer v2 runtimes: a JobSet template whose replicatedJobs hold Job templates.
+TRAINING_RUNTIME_KINDS = ("TrainingRuntime", "ClusterTrainingRuntime")
+
 
 def pod_templates(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(label, pod template with metadata and spec) of every pod a resource would create."""
@@ -84,9 +89,9 @@ def pod_templates(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{kind}/{name}", spec["template"]
     elif kind == "CronJob":
         yield f"{kind}/{name}", spec["jobTemplate"]["spec"]["template"]
-    elif kind == "PyTorchJob":
-        for replica, replica_spec in spec.get("pytorchReplicaSpecs", {}).items():
-            yield f"{kind}/{name}/{replica}", replica_spec["template"]
+    elif kind in TRAINING_RUNTIME_KINDS:
+        for replicated_job in spec.get("template", {}).get("spec", {}).get("replicatedJobs", []):
+            yield f"{kind}/{name}/{replicated_job['name']}", replicated_job["template"]["spec"]["template"]
 
 
 def containers(pod_spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -142,8 +147,11 @@ def _matches(doc: dict[str, Any], target: dict[str, Any]) -> bool:
     )
 
 
-def rendered(directory: Path) -> list[dict[str, Any]]:
-    """The resources of a kustomization (or component) directory after its own patches."""
+def rendered(directory: Path, unmatched: list[str] | None = None) -> list[dict[str, Any]]:
+    """The resources of a kustomization (or component) directory after its own patches.
+
+    A targeted patch that matches nothing is skipped, as kustomize does (kubernetes-sigs/kustomize
+    #4379), and described in ``unmatched`` (test_overlay_patches_match_a_resource fails on it)."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
     unknown = set(kustomization) - SUPPORTED_KUSTOMIZATION_KEYS
     if unknown:
@@ -153,11 +161,15 @@ def rendered(directory: Path) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for entry in [*kustomization.get("resources", []), *kustomization.get("components", [])]:
         path = (directory / entry).resolve()
-        docs.extend(rendered(path) if path.is_dir() else load_docs(path))
+        docs.extend(rendered(path, unmatched) if path.is_dir() else load_docs(path))
     for patch in kustomization.get("patches", []):
         if "patch" in patch:
             operations = yaml.safe_load(patch["patch"])
             targets = [d for d in docs if _matches(d, patch["target"])]
+            if not targets:
+                if unmatched is not None:
+                    unmatched.append(f"{directory.relative_to(REPO)}: patch target {patch['target']}")
+                continue
             if len(targets) != 1:
                 raise AssertionError(
                     f"{directory}: patch target {patch['target']} matches {len(targets)} resources"
@@ -228,3 +240,122 @@ def arg_default(text: str, name: str) -> str:
     match = re.search(rf"^ARG {name}=(\S+)", text, flags=re.MULTILINE)
     assert match, f"docker/Dockerfile: no ARG {name}=<default>"
     return match.group(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom resources against their CRDs' openAPIV3Schema (the API server's structural schema rules,
+# as JSON Schema): unknown fields are rejected wherever the CRD lists properties, unless it says
+# x-kubernetes-preserve-unknown-fields; int-or-string is either; list-type map keys are unique;
+# the CEL rules (x-kubernetes-validations) are evaluated by their Python equivalents below, and a
+# rule that has none fails the check rather than passing unseen.
+
+CRDS = Path(os.environ.get("DAL_K8S_CRDS", str(REPO.parent / "shared" / "data" / "k8s-crds")))
+# CEL rule -> what it checks on create (rules on oldSelf only constrain updates).
+CEL_RULES: dict[str, Any] = {
+    "self > 0 || self in ['auto', 'cpu', 'gpu']": lambda v: (
+        (isinstance(v, int) and not isinstance(v, bool) and v > 0) or v in ("auto", "cpu", "gpu")
+    ),
+    "!(has(self.numNodes) && (has(self.torch) && has(self.torch.elasticPolicy)))": lambda v: (
+        not ("numNodes" in v and "elasticPolicy" in v.get("torch", {}))
+    ),
+    "!(has(self.torch) && has(self.mpi))": lambda v: not ("torch" in v and "mpi" in v),
+    "self in ['trainer.kubeflow.org/trainjob-controller', 'kueue.x-k8s.io/multikueue']": lambda v: (
+        v in ("trainer.kubeflow.org/trainjob-controller", "kueue.x-k8s.io/multikueue")
+    ),
+}
+_DROPPED = {"description", "default", "format", "x-kubernetes-map-type", "x-kubernetes-list-type"}
+_KEPT = {"type", "required", "enum", "pattern", "maxLength", "minLength", "minimum", "maximum"}
+_KEPT |= {"maxItems", "minItems", "maxProperties", "minProperties", "uniqueItems", "exclusiveMinimum"}
+
+
+def _structural(node: dict[str, Any]) -> dict[str, Any]:
+    """One openAPIV3Schema node as JSON Schema (see above)."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED or (key == "x-kubernetes-preserve-unknown-fields" and value):
+            continue
+        if key in _KEPT:
+            out[key] = value
+        elif key == "properties":
+            out[key] = {name: _structural(child) for name, child in value.items()}
+        elif key in ("items", "additionalProperties", "not"):
+            out[key] = _structural(value) if isinstance(value, dict) else value
+        elif key in ("anyOf", "allOf", "oneOf"):
+            out[key] = [_structural(child) for child in value]
+        elif key == "x-kubernetes-int-or-string":
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        elif key in ("x-kubernetes-validations", "x-kubernetes-list-map-keys"):
+            out[key] = value
+        elif key == "nullable":
+            continue  # handled with type below
+        else:
+            raise AssertionError(f"CRD schema keyword {key!r} is not modelled by tests/static/helpers.py")
+    if node.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    preserve = node.get("x-kubernetes-preserve-unknown-fields")
+    if "properties" in node and "additionalProperties" not in node and not preserve:
+        out["additionalProperties"] = False
+    return out
+
+
+def _cel(validator: Any, rules: list[dict[str, str]], instance: Any, schema: Any) -> Iterator[Any]:
+    for rule in rules:
+        if "oldSelf" in rule["rule"]:
+            continue
+        check = CEL_RULES.get(rule["rule"])
+        if check is None:
+            yield jsonschema.ValidationError(
+                f"CEL rule not modelled in tests/static/helpers.py: {rule['rule']}"
+            )
+        elif not check(instance):
+            yield jsonschema.ValidationError(f"{rule.get('message', rule['rule'])} (got {instance!r})")
+
+
+def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: Any) -> Iterator[Any]:
+    if not isinstance(instance, list):
+        return
+    seen = [tuple(item.get(k) for k in keys) for item in instance if isinstance(item, dict)]
+    duplicates = sorted({key for key in seen if seen.count(key) > 1}, key=str)
+    if duplicates:
+        yield jsonschema.ValidationError(f"duplicate list-map keys {keys}: {duplicates}")
+
+
+_CRD_VALIDATOR = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    {"x-kubernetes-validations": _cel, "x-kubernetes-list-map-keys": _list_map_keys},
+)
+
+
+@functools.cache
+def crd_validator(kind: str, version: str = "v1alpha1") -> Any:
+    """A validator of ``kind`` objects from the CRD in CRDS that defines it (built once: the CRDs
+    are large)."""
+    if not CRDS.is_dir():
+        pytest.fail(
+            f"no CRDs at {CRDS} (set DAL_K8S_CRDS to the folder of the Trainer v2 CRDs)", pytrace=False
+        )
+    for path in sorted(CRDS.glob("*.yaml")):
+        with path.open() as handle:  # the C loader: these files are ~1 MB
+            crds = [
+                d for d in yaml.load_all(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d
+            ]
+        for crd in crds:
+            if crd.get("kind") == "CustomResourceDefinition" and crd["spec"]["names"]["kind"] == kind:
+                (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
+                schema = _structural(served["schema"]["openAPIV3Schema"])
+                schema["properties"]["apiVersion"] = {"const": f"{crd['spec']['group']}/{version}"}
+                schema["properties"]["kind"] = {"const": kind}
+                schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "spec"})
+                return _CRD_VALIDATOR(schema)
+    pytest.fail(f"no CRD of kind {kind} in {CRDS}", pytrace=False)
+
+
+def crd_errors(doc: dict[str, Any]) -> list[str]:
+    """What the CRD of ``doc``'s kind rejects in it (empty: valid)."""
+    validator = crd_validator(doc["kind"], doc["apiVersion"].rpartition("/")[2])
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    return [
+        f"{doc['kind']} {'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors
+    ]

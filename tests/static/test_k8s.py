@@ -1,12 +1,14 @@
 """Static checks of the Kubernetes manifests in k8s/ (no cluster here).
 
 * every manifest file passes ``kubernetes-validate --strict`` (one file at a time);
-* the PyTorchJob, which kubernetes-validate passes unseen as an unknown kind, against a JSON schema
-  of the PyTorchJob v1 API (tests/static/schemas) and its pod templates as PodTemplates;
-* the overlays' patches apply, and what they produce passes the same checks;
+* the TrainingRuntime, which kubernetes-validate passes unseen as an unknown kind, against the
+  Kubeflow Trainer v2 CRD's openAPIV3Schema (shared/data/k8s-crds; unknown fields rejected) and
+  its Job templates as batch/v1 Jobs; its shape is the one components/train/trainjob.py expects;
+* the overlays' patches apply (each to a resource), and what they produce passes the same checks;
 * checkov finds nothing beyond the skips listed (with their reasons) in SKIPS;
 * no literal secret anywhere; every container pinned, sized and locked down;
-* the commands the manifests run exist (``-m components.train``, ``mlflow server`` flags).
+* the commands the manifests run exist (``-m components.train``, ``mlflow server`` flags);
+* the pipeline runner's Role allows exactly the API calls of components/train/trainjob.py.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 
+from components.train import trainjob
 from tests.static.helpers import (
     K8S,
     REPO,
+    TRAINING_RUNTIME_KINDS,
     containers,
+    crd_errors,
     kubernetes_validate,
     kustomization_dirs,
     load_docs,
@@ -39,7 +43,6 @@ from tests.static.helpers import (
     tool,
 )
 
-PYTORCHJOB_SCHEMA = json.loads((Path(__file__).parent / "schemas" / "pytorchjob-v1.schema.json").read_text())
 OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").exists())
 # The Secrets the manifests may reference; their keys are documented in each overlay's
 # secrets/*.env.example (values never in the repository).
@@ -51,10 +54,12 @@ SKIPS = {
     "CKV_K8S_35": "AWS SDK, pyarrow, libpq, MinIO, postgres read credentials from env vars (from Secrets)",
     "CKV_K8S_15": "IfNotPresent with immutable version tags; also serves images loaded into kind/minikube",
     "CKV_K8S_40": "postgres only: the image's postgres user is UID 999",
-    "CKV_K8S_8": "training pods only (batch): nothing to probe, the operator follows exit codes",
-    "CKV_K8S_9": "training pods only (batch): nothing to probe, the operator follows exit codes",
+    "CKV_K8S_8": "training pods only (batch): nothing to probe, the JobSet follows exit codes",
+    "CKV_K8S_9": "training pods only (batch): nothing to probe, the JobSet follows exit codes",
 }
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|ACCESS_KEY|CREDENTIAL", re.IGNORECASE)
+# Resource kinds validated against a CRD here (kubernetes-validate only warns about them).
+CRD_KINDS = TRAINING_RUNTIME_KINDS
 
 
 def all_docs() -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -75,14 +80,27 @@ def rendered_variants() -> list[tuple[str, list[dict[str, Any]]]]:
     return variants
 
 
-def pytorchjobs() -> list[Any]:
-    """The PyTorchJob as every kustomization renders it, as pytest params."""
+def training_runtimes() -> list[Any]:
+    """The TrainingRuntime as every kustomization renders it, as pytest params."""
     return [
         pytest.param(f"{name}:{doc['metadata']['name']}", doc, id=f"{name}:{doc['metadata']['name']}")
         for name, docs in rendered_variants()
         for doc in docs
-        if doc["kind"] == "PyTorchJob"
+        if doc["kind"] in TRAINING_RUNTIME_KINDS
     ]
+
+
+def the_runtime() -> dict[str, Any]:
+    (runtime,) = [doc for _, doc in all_docs() if doc["kind"] in TRAINING_RUNTIME_KINDS]
+    return runtime
+
+
+def _node(runtime: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(replicatedJob, pod spec, container) of the torch runtime's trainer, both named "node"."""
+    (job,) = [j for j in runtime["spec"]["template"]["spec"]["replicatedJobs"] if j["name"] == trainjob.NODE]
+    pod = job["template"]["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == trainjob.NODE]
+    return job, pod, container
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,11 +111,11 @@ def pytorchjobs() -> list[Any]:
 def test_manifest_passes_kubernetes_validate(path: Path) -> None:
     result = kubernetes_validate(path)
     assert result.returncode == 0, result.stdout + result.stderr
-    # Unknown kinds are only warned about ("Couldn't find schema"); the PyTorchJob is checked
-    # against its own schema below, anything else would go unchecked.
+    # Unknown kinds are only warned about ("Couldn't find schema"); the TrainingRuntime is checked
+    # against its CRD below, anything else would go unchecked.
     for line in (result.stdout + result.stderr).splitlines():
         if "Couldn't find schema" in line:
-            assert "PyTorchJob" in line, f"{path}: a kind nothing validates: {line}"
+            assert any(kind in line for kind in CRD_KINDS), f"{path}: a kind nothing validates: {line}"
 
 
 def test_kubernetes_validate_rejects_unknown_fields(tmp_path: Path) -> None:
@@ -111,35 +129,43 @@ def test_kubernetes_validate_rejects_unknown_fields(tmp_path: Path) -> None:
     assert result.returncode != 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize(("name", "job"), pytorchjobs())
-def test_pytorchjob_pod_templates_pass_kubernetes_validate(
-    name: str, job: dict[str, Any], tmp_path: Path
-) -> None:
-    for label, template in pod_templates(job):
-        wrapped = {
-            "apiVersion": "v1",
-            "kind": "PodTemplate",
+def _as_jobs(runtime: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runtime's replicatedJob templates as batch/v1 Jobs (what JobSet creates from them)."""
+    return [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
             "metadata": {
-                "name": label.split("/")[-1].lower(),
-                "namespace": job["metadata"].get("namespace", "dal"),
+                "name": f"{runtime['metadata']['name']}-{job['name']}",
+                "namespace": runtime["metadata"].get("namespace", "dal"),
+                "labels": job["template"].get("metadata", {}).get("labels", {}),
             },
-            "template": template,
+            "spec": job["template"]["spec"],
         }
-        path = tmp_path / f"{label.replace('/', '-')}.yaml"
-        path.write_text(yaml.safe_dump(wrapped))
-        result = kubernetes_validate(path)
-        assert result.returncode == 0, f"{name} {label}:\n{result.stdout}{result.stderr}"
+        for job in runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    ]
+
+
+@pytest.mark.parametrize(("name", "runtime"), training_runtimes())
+def test_training_runtime_jobs_pass_kubernetes_validate(
+    name: str, runtime: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump_all(_as_jobs(runtime)))
+    result = kubernetes_validate(path)
+    assert result.returncode == 0, f"{name}:\n{result.stdout}{result.stderr}"
+    assert "Couldn't find schema" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_overlay_output_passes_kubernetes_validate(overlay: Path, tmp_path: Path) -> None:
-    """The resources the overlay changes (patches, images) are still valid; the PyTorchJob has its
-    own checks above."""
+    """The resources the overlay changes (patches, images) are still valid; the TrainingRuntime has
+    its own checks above."""
     files = {(d["kind"], d["metadata"]["name"]): d for _, d in all_docs()}
     changed = [
         d
         for d in rendered(overlay)
-        if d["kind"] != "PyTorchJob" and d != files.get((d["kind"], d["metadata"]["name"]))
+        if d["kind"] not in CRD_KINDS and d != files.get((d["kind"], d["metadata"]["name"]))
     ]
     assert changed, f"{overlay.name} changes nothing?"
     path = tmp_path / "overlay.yaml"
@@ -149,113 +175,97 @@ def test_overlay_output_passes_kubernetes_validate(overlay: Path, tmp_path: Path
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorchJob
+# TrainingRuntime
 
 
-@pytest.mark.parametrize(("name", "job"), pytorchjobs())
-def test_pytorchjob_matches_the_v1_api(name: str, job: dict[str, Any]) -> None:
-    jsonschema.Draft202012Validator.check_schema(PYTORCHJOB_SCHEMA)
-    errors = sorted(jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).iter_errors(job), key=str)
-    assert not errors, "\n".join(f"{name} {list(e.absolute_path)}: {e.message}" for e in errors)
+@pytest.mark.parametrize(("name", "runtime"), training_runtimes())
+def test_training_runtime_matches_the_crd(name: str, runtime: dict[str, Any]) -> None:
+    errors = crd_errors(runtime)
+    assert not errors, f"{name}:\n" + "\n".join(errors)
 
 
 @pytest.mark.parametrize(
     "mutation",
     [
-        "unknown spec field",
-        "two masters",
-        "no pytorch container",
-        "elastic without Worker",
-        "bad restartPolicy",
+        "typo in a container",
+        "typo in mlPolicy",
+        "bad numProcPerNode",
+        "numNodes with elasticPolicy",
+        "duplicate env names",
+        "replicas not an integer",
     ],
 )
-def test_pytorchjob_schema_rejects_invalid_jobs(mutation: str) -> None:
-    """Control: the schema is strict enough to catch what the operator would reject."""
-    job = copy.deepcopy(next(doc for _, doc in all_docs() if doc["kind"] == "PyTorchJob"))
-    worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
-    if mutation == "unknown spec field":
-        job["spec"]["elasticPolicy"]["rdzvBackends"] = "c10d"
-    elif mutation == "two masters":
-        job["spec"]["pytorchReplicaSpecs"]["Master"] = {**copy.deepcopy(worker), "replicas": 2}
-    elif mutation == "no pytorch container":
-        worker["template"]["spec"]["containers"][0]["name"] = "trainer"
-    elif mutation == "elastic without Worker":
-        job["spec"]["pytorchReplicaSpecs"] = {
-            "Master": {**job["spec"]["pytorchReplicaSpecs"].pop("Worker"), "replicas": 1}
-        }
-    elif mutation == "bad restartPolicy":
-        worker["restartPolicy"] = "Sometimes"
-    assert not jsonschema.Draft202012Validator(PYTORCHJOB_SCHEMA).is_valid(job)
+def test_crd_check_rejects_invalid_runtimes(mutation: str) -> None:
+    """Control: the CRD check catches what the API server would reject."""
+    runtime = copy.deepcopy(the_runtime())
+    _, pod, container = _node(runtime)
+    torch = runtime["spec"]["mlPolicy"]["torch"]
+    if mutation == "typo in a container":
+        container["imagePullPolicyy"] = "Always"
+    elif mutation == "typo in mlPolicy":
+        torch["numProcsPerNode"] = torch.pop("numProcPerNode")
+    elif mutation == "bad numProcPerNode":
+        torch["numProcPerNode"] = "many"
+    elif mutation == "numNodes with elasticPolicy":
+        torch["elasticPolicy"] = {"maxNodes": 2}
+    elif mutation == "duplicate env names":
+        container["env"] = [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]
+    elif mutation == "replicas not an integer":
+        runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["replicas"] = "two"
+    assert crd_errors(runtime), mutation
 
 
-def _torchrun(container: dict[str, Any]) -> tuple[list[str], str, list[str]]:
-    """(torch.distributed.run options, module run with -m, module args) of a training container."""
-    command = [*container.get("command", []), *container.get("args", [])]
-    assert command[:3] == ["python", "-m", "torch.distributed.run"], command
-    rest = command[3:]
-    module_at = rest.index("-m")
-    return rest[:module_at], rest[module_at + 1], rest[module_at + 2 :]
-
-
-@pytest.mark.parametrize(("name", "job"), pytorchjobs())
-def test_pytorchjob_is_consistent(name: str, job: dict[str, Any]) -> None:
-    spec = job["spec"]
-    elastic = spec["elasticPolicy"]
-    for replica, replica_spec in spec["pytorchReplicaSpecs"].items():
-        pod = replica_spec["template"]["spec"]
-        (trainer,) = [c for c in pod["containers"] if c["name"] == "pytorch"]
-        options, _, _ = _torchrun(trainer)
-        nproc = [o.split("=", 1)[1] for o in options if o.startswith("--nproc-per-node=")]
-        assert nproc == [spec["nprocPerNode"]], f"{name} {replica}: --nproc-per-node {nproc} vs nprocPerNode"
-        gpus = trainer["resources"].get("limits", {}).get("nvidia.com/gpu")
-        image_variant = split_image(trainer["image"])[1].rsplit("-", 1)[-1]
-        if gpus is None:
-            assert image_variant == "cpu", f"{name} {replica}: no GPU but image {trainer['image']}"
-        else:
-            assert image_variant == "cuda", f"{name} {replica}: GPUs but image {trainer['image']}"
-            assert str(gpus) == spec["nprocPerNode"], f"{name} {replica}: one GPU per process"
-        ports = {p["name"]: p["containerPort"] for p in trainer.get("ports", [])}
-        assert ports.get("pytorchjob-port") == elastic["rdzvPort"], f"{name} {replica}: rendezvous port"
-        assert any(v.get("mountPath") == "/dev/shm" for v in trainer["volumeMounts"]), (
-            "shared memory for DataLoader"
-        )
-        shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
-        assert shm["emptyDir"]["medium"] == "Memory"
-    workers = spec["pytorchReplicaSpecs"]["Worker"]["replicas"]
-    assert elastic["minReplicas"] <= workers <= elastic["maxReplicas"], name
-    assert elastic["rdzvBackend"] == "c10d"
+@pytest.mark.parametrize(("name", "runtime"), training_runtimes())
+def test_training_runtime_is_what_trainjob_expects(name: str, runtime: dict[str, Any]) -> None:
+    """The names and settings components/train/trainjob.py and the torch plugin rely on."""
+    options = trainjob.TrainJobOptions(namespace="dal")
+    assert runtime["kind"] == options.runtime_kind and runtime["metadata"]["name"] == options.runtime, name
+    assert runtime["metadata"]["namespace"] == options.namespace
+    policy = runtime["spec"]["mlPolicy"]
+    assert "elasticPolicy" not in policy["torch"], "removed in Trainer v2.2"
+    assert isinstance(policy["torch"]["numProcPerNode"], int), "auto would start one process per CPU"
+    job, pod, container = _node(runtime)
+    labels = job["template"]["metadata"]["labels"]
+    assert labels["trainer.kubeflow.org/trainjob-ancestor-step"] == "trainer", "the torch plugin finds it so"
+    assert job["template"]["spec"]["completionMode"] == "Indexed", "PET_NODE_RANK is the completion index"
+    assert job["template"]["spec"]["backoffLimit"] == 0 and pod["restartPolicy"] == "Never", (
+        "a failed node restarts the whole JobSet, not one pod"
+    )
+    assert runtime["spec"]["template"]["spec"]["failurePolicy"]["maxRestarts"] >= 1
+    assert pod["serviceAccountName"] == options.service_account
+    # NetworkPolicy dal-train admits the nodes to each other by this label.
+    (policy_doc,) = [
+        d for _, d in all_docs() if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "dal-train"
+    ]
+    selector = policy_doc["spec"]["podSelector"]["matchLabels"]
+    pod_labels = job["template"]["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items(), (selector, pod_labels)
+    assert any(m["mountPath"] == "/dev/shm" for m in container["volumeMounts"]), (
+        "shared memory for DataLoader"
+    )
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["medium"] == "Memory"
+    assert not [e for e in container.get("env", []) if e["name"].startswith("PET_")], "the plugin sets PET_*"
 
 
 def test_training_command_runs_an_existing_module() -> None:
     """`-m components.train` needs components/train/__main__.py; torch.distributed.run must exist."""
-    job = next(doc for _, doc in all_docs() if doc["kind"] == "PyTorchJob")
-    for _, template in pod_templates(job):
-        (trainer,) = [c for c in template["spec"]["containers"] if c["name"] == "pytorch"]
-        _, module, _ = _torchrun(trainer)
-        spec = importlib.util.find_spec(module)
-        assert spec is not None, f"{module} is not importable"
+    _, _, container = _node(the_runtime())
+    manifest = trainjob.trainjob_manifest(
+        "dal-train-x-s0", [], trainjob.TrainJobOptions(namespace="dal"), run_key="x", split=0
+    )
+    trainer = manifest["spec"]["trainer"]
+    for command in ([*container["command"], *container["args"]], [*trainer["command"], *trainer["args"]]):
+        assert command[:3] == ["python", "-m", "torch.distributed.run"], command
+        assert command[3] == "-m", f"{command}: no torchrun flags (the torch plugin's PET_* set them)"
+        spec = importlib.util.find_spec(command[4])
+        assert spec is not None, f"{command[4]} is not importable"
         if spec.submodule_search_locations:  # a package: `python -m` runs its __main__
             main = Path(next(iter(spec.submodule_search_locations))) / "__main__.py"
-            assert main.exists(), (
-                f"`python -m {module}` needs {main.relative_to(REPO)} (the training step's CLI)"
-            )
-        torch_spec = importlib.util.find_spec("torch")
-        assert torch_spec is not None and torch_spec.origin is not None
-        assert (Path(torch_spec.origin).parent / "distributed" / "run.py").exists()
-
-
-def test_training_arguments_parse_with_dal_train() -> None:
-    from components import cli
-
-    job = next(doc for _, doc in all_docs() if doc["kind"] == "PyTorchJob")
-    for _, template in pod_templates(job):
-        (trainer,) = [c for c in template["spec"]["containers"] if c["name"] == "pytorch"]
-        _, _, arguments = _torchrun(trainer)
-        expanded = [re.sub(r"\$\((\w+)\)", "s3://bucket", a) for a in arguments]
-        try:
-            cli.build_parser().parse_args(["train", *expanded])
-        except SystemExit as exc:
-            pytest.fail(f"dal train rejects the PyTorchJob's arguments {arguments} (exit {exc.code})")
+            assert main.exists(), f"`python -m {command[4]}` needs {main.relative_to(REPO)}"
+    torch_spec = importlib.util.find_spec("torch")
+    assert torch_spec is not None and torch_spec.origin is not None
+    assert (Path(torch_spec.origin).parent / "distributed" / "run.py").exists()
 
 
 def test_mlflow_server_command_exists() -> None:
@@ -307,6 +317,14 @@ def test_every_manifest_is_in_a_kustomization_and_every_reference_exists() -> No
                 )
     for path in manifest_files():
         assert path.resolve() in referenced, f"{path.relative_to(REPO)} is in no kustomization"
+
+
+def test_overlay_patches_match_a_resource() -> None:
+    """kustomize silently skips a targeted patch that matches nothing; here that is an error."""
+    unmatched: list[str] = []
+    for directory in kustomization_dirs():
+        rendered(directory, unmatched)
+    assert not unmatched, "patches that change nothing (retarget or remove them):\n" + "\n".join(unmatched)
 
 
 def test_overlays_render() -> None:
@@ -455,7 +473,7 @@ def test_our_images_carry_the_project_version() -> None:
                 for container in containers(template["spec"]):
                     repository, tag, _ = split_image(container["image"])
                     if repository.rsplit("/", 1)[-1] in ("dal-reid", "dal-mlflow"):
-                        seen.add(repository)
+                        seen.add(repository.rsplit("/", 1)[-1])
                         assert re.fullmatch(rf"{re.escape(version)}(-cpu|-cuda)?", tag), (
                             f"{name} {where}: {tag}"
                         )
@@ -466,17 +484,25 @@ def test_our_images_carry_the_project_version() -> None:
     assert seen == {"dal-reid", "dal-mlflow"}
 
 
+def test_training_runtime_image_is_the_pipeline_default() -> None:
+    """The runtime's image is only a default (each TrainJob names its own), the pipeline's one."""
+    from components.common.kfp_io import DEFAULT_IMAGE
+
+    _, _, container = _node(the_runtime())
+    assert container["image"] == DEFAULT_IMAGE == trainjob.TrainJobOptions(namespace="dal").image
+
+
 # ---------------------------------------------------------------------------------------------
 # checkov
 
 
 def test_checkov(tmp_path: Path) -> None:
-    """checkov over k8s/ plus the PyTorchJob's pod templates as Pods (checkov skips unknown kinds),
+    """checkov over k8s/ plus the TrainingRuntime's pod templates as Pods (checkov skips unknown kinds),
     and a deliberately bad Pod as a control that the run can fail."""
     scan = tmp_path / "scan"
     shutil.copytree(K8S, scan / "k8s")
     for _, doc in all_docs():
-        if doc["kind"] != "PyTorchJob":
+        if doc["kind"] not in CRD_KINDS:
             continue
         for label, template in pod_templates(doc):
             metadata = {
@@ -486,7 +512,7 @@ def test_checkov(tmp_path: Path) -> None:
                 "annotations": doc["metadata"].get("annotations", {}),
             }
             pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
-            (scan / f"pytorchjob-{metadata['name']}.yaml").write_text(yaml.safe_dump(pod))
+            (scan / f"{doc['kind'].lower()}-{metadata['name']}.yaml").write_text(yaml.safe_dump(pod))
     control = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -522,7 +548,7 @@ def test_checkov(tmp_path: Path) -> None:
         if check["check_id"] == "CKV_K8S_40":
             assert "dal-postgres" in check["resource"], check["resource"]
         if check["check_id"] in ("CKV_K8S_8", "CKV_K8S_9"):
-            assert "dal-train" in check["resource"], check["resource"]
+            assert "dal-torch" in check["resource"], check["resource"]
     scanned = {c["resource"].split(".")[0] for c in passed}
     assert {"Deployment", "StatefulSet", "Job", "Pod", "Role"} <= scanned, scanned
 
@@ -543,4 +569,113 @@ def test_pipeline_runner_role_is_least_privilege() -> None:
         assert "secrets" not in rule["resources"], rule
         if "pods" in rule["resources"]:
             assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+        assert "patch" not in rule["verbs"] and "update" not in rule["verbs"], rule
     assert not [d for _, d in all_docs() if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+# The Kubernetes client calls of trainjob.KubernetesApi and the RBAC permission each needs.
+CLIENT_CALL_PERMISSIONS = {
+    "create_namespaced_custom_object": "create",
+    "get_namespaced_custom_object": "get",
+    "delete_namespaced_custom_object": "delete",
+    "list_namespaced_pod": ("", "pods", "list"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
+}
+
+
+class _Recorder:
+    """Stands in for a kubernetes client API object and records what is called on it."""
+
+    def __init__(self, calls: list[tuple[str, tuple[Any, ...]]]) -> None:
+        self._calls = calls
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._calls.append((method, args))
+            return (
+                type("Response", (), {"data": b'{"items": []}'})() if method == "list_namespaced_pod" else {}
+            )
+
+        return call
+
+
+def _permissions_trainjob_uses() -> set[tuple[str, str, str]]:
+    calls: list[tuple[str, tuple[Any, ...]]] = []
+    api = trainjob.KubernetesApi(_Recorder(calls), _Recorder(calls))
+    body = {"metadata": {"name": "x"}}
+    api.create_trainjob("dal", body)
+    api.get_trainjob("dal", "x")
+    api.delete_trainjob("dal", "x")
+    api.list_pods("dal", "a=b")
+    api.read_pod_log("dal", "p", "node", 10)
+    # Every method of the Protocol was called above.
+    protocol = {m for m in vars(trainjob.TrainJobApi) if not m.startswith("_")}
+    assert protocol == {"create_trainjob", "get_trainjob", "delete_trainjob", "list_pods", "read_pod_log"}
+    permissions = set()
+    for method, args in calls:
+        assert method in CLIENT_CALL_PERMISSIONS, f"trainjob.py calls {method}: add its RBAC permission here"
+        permission = CLIENT_CALL_PERMISSIONS[method]
+        if isinstance(permission, str):  # custom objects: group, version, namespace, plural, ...
+            group, _, _, plural = args[:4]
+            permission = (group, plural, permission)
+        permissions.add(permission)
+    return permissions
+
+
+def test_pipeline_runner_role_allows_exactly_what_trainjob_calls() -> None:
+    (role,) = [
+        d for _, d in all_docs() if d["kind"] == "Role" and d["metadata"]["name"] == "dal-pipeline-runner"
+    ]
+    launcher = {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "resourceNames": ["kfp-launcher"],
+        "verbs": ["get"],
+    }
+    assert launcher in role["rules"], "the KFP launcher reads its ConfigMap"
+    allowed = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        if rule != launcher
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert not [r for r in role["rules"] if r != launcher and r.get("resourceNames")]
+    used = _permissions_trainjob_uses()
+    assert allowed == used, (
+        f"Role allows but unused: {allowed - used}; used but not allowed: {used - allowed}"
+    )
+
+
+def test_trainjob_env_references_are_documented() -> None:
+    """The Secret keys a TrainJob references exist in every overlay's example; values never inline."""
+    documented: dict[str, set[str]] = {}
+    for name, example in SECRETS.items():
+        for overlay in OVERLAYS if example else []:
+            keys = {
+                line.lstrip("# ").partition("=")[0]
+                for line in (overlay / "secrets" / example).read_text().splitlines()
+                if "=" in line
+            }
+            documented[name] = documented.get(name, keys) & keys
+    (config,) = [
+        d
+        for d in rendered(K8S / "base")
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "dal-config"
+    ]
+    options = trainjob.TrainJobOptions(namespace="dal")
+    manifest = trainjob.trainjob_manifest("dal-train-x-s0", [], options, run_key="x", split=0)
+    for env in manifest["spec"]["trainer"]["env"]:
+        assert "value" not in env, env
+        source = env["valueFrom"]
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            assert ref["name"] == config["metadata"]["name"] and ref["key"] in config["data"], ref
+        else:
+            ref = source["secretKeyRef"]
+            assert ref["name"] in SECRETS, ref
+            if SECRETS[ref["name"]] is None:
+                assert ref.get("optional") is True, f"{ref}: an optional Secret"
+            else:
+                assert ref["key"] in documented[ref["name"]], f"{ref}: not in every overlay's example"
