@@ -94,10 +94,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The pipeline arguments given on the command line; each step's options complete (defaults
     filled in) and checked by its config dataclass: a bad value stops here, naming the field."""
-    given = {k: getattr(args, k) for k in _pipeline_parameters() if getattr(args, k, None) is not None}
+    from components.train.config import TRAIN_OPTIONS
+    from components.train.launch import check_world_size
+
+    parameters = _pipeline_parameters()
+    given = {k: getattr(args, k) for k in parameters if getattr(args, k, None) is not None}
     for name, step in step_options().items():
         if name in given:
             given[name] = step.validate(step.parse(given[name]))
+    train = TRAIN_OPTIONS.build(given.get("train_options", {}), dataset="-", output="-")
+    nodes, gpus = (given.get(k, parameters[k].default) for k in ("nodes", "gpus"))
+    check_world_size(train, nodes=nodes, gpus=gpus)
     return given
 
 

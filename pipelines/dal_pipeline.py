@@ -116,9 +116,10 @@ def _on_cluster(task: dsl.PipelineTask, image: str, resources: tuple[str, str, s
             "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
             "AWS_REGION": "AWS_REGION",
-            "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
         },
     )
+    # AWS S3 itself needs no endpoint: the key is only there for MinIO, Ceph, ...
+    kubernetes.use_secret_as_env(task, S3_SECRET, {"AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL"}, optional=True)
     kubernetes.use_secret_as_env(
         task,
         MLFLOW_SECRET,
@@ -230,7 +231,10 @@ def dal_pipeline(
                 kubernetes.empty_dir_mount(in_pod, volume_name="dshm", mount_path="/dev/shm", medium="Memory")
             for task in (launched, in_pod):
                 task.set_caching_options(False)
-                task.set_retry(**RETRY)  # a retried attempt resumes from the run's checkpoints
+            # A retried attempt resumes from the run's checkpoints. The TrainJob path restarts at
+            # the JobSet's level instead (failurePolicy.maxRestarts of the dal-torch runtime): a
+            # KFP retry of its launcher would relaunch every node of a job that failed for good.
+            in_pod.set_retry(**RETRY)
 
             trained = publish_models(trained=dsl.OneOf(launched.output, in_pod.output))
             trained.set_display_name("models")
@@ -270,7 +274,12 @@ def dal_pipeline(
         _on_cluster(shown, image)
         shown.set_caching_options(False)
 
-        registry = {"dataset": dataset, "model_name": model_name, "mlflow_tracking_uri": mlflow_tracking_uri}
+        registry = {
+            "dataset": dataset,
+            "source_uri": source_uri,
+            "model_name": model_name,
+            "mlflow_tracking_uri": mlflow_tracking_uri,
+        }
         candidate = register_candidate(
             trained=dsl.Collected(trained.outputs["Output"]),
             metrics=averaged.outputs["Output"],

@@ -126,3 +126,12 @@ def _as_text(value: Any) -> str:
     if value is None:
         return "none"
     return str(value)
+
+
+def integral(value: Any) -> Any:
+    """A dict parameter travels as a protobuf Struct: its numbers become doubles, and pipeline
+    parameters inside it arrive as their text ("2.0"). An integral one is an int again."""
+    text = str(value)
+    if isinstance(value, float | str) and text.endswith(".0") and text[:-2].lstrip("-").isdigit():
+        return int(text[:-2])
+    return value

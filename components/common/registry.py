@@ -105,6 +105,12 @@ class RegisteredRef:
     alias: str | None = None
 
 
+def default_model_name(dataset: str, *, synthetic: bool = False) -> str:
+    """``dal-<dataset>``; models of generated data compete only with each other
+    (``dal-<dataset>-synthetic``), never with those of the real dataset."""
+    return f"dal-{dataset}-synthetic" if synthetic else f"dal-{dataset}"
+
+
 def is_registry_uri(uri: str) -> bool:
     return uri.startswith(MODELS_SCHEME)
 

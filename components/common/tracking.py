@@ -285,27 +285,6 @@ def finish_pipeline_run(
     return run_id
 
 
-def register_model(
-    tracking_uri: str, model_uri: str, name: str, metrics: dict[str, float], tags: dict[str, Any]
-) -> str:
-    """Register a logged model (``runs:/...`` or ``models:/...``) with its evaluation metrics.
-
-    The metrics become version tags (``metric.rank1`` ...) so the registry shows how good each
-    version is without opening its runs. Returns the new version number.
-    """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    mlflow.set_tracking_uri(tracking_uri)
-    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
-    client = MlflowClient(tracking_uri)
-    for key, value in sorted(metrics.items()):
-        client.set_model_version_tag(name, version.version, f"metric.{key}", f"{value:.6g}")
-    summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-    client.update_model_version(name, version.version, description=f"evaluation: {summary}")
-    return str(version.version)
-
-
 def log_run_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
     """Put metrics on an existing run by id, e.g. the pipeline's headline metrics on its parent
     run (no-op without tracking or without a run)."""

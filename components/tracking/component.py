@@ -30,19 +30,13 @@ def start_run(
     The first task of the run: an option typed into the KFP UI that the step's config refuses
     fails here, naming the field, before any data is ingested or any GPU is held.
     """
+    from components.common.options import integral
     from components.common.tracking import resolve_tracking_uri, start_pipeline_run
     from components.evaluate.config import EVALUATE_OPTIONS
     from components.extract.config import EXTRACT_OPTIONS
     from components.train.config import TRAIN_OPTIONS
+    from components.train.launch import check_world_size
     from components.train.trainjob import TRAINJOB_OPTIONS
-
-    # A dict parameter travels as a protobuf Struct: its numbers become doubles, and pipeline
-    # parameters inside it arrive as their text ("2.0"). Show integers as integers again.
-    def integral(value: object) -> object:
-        text = str(value)
-        if isinstance(value, float | str) and text.endswith(".0") and text[:-2].lstrip("-").isdigit():
-            return int(text[:-2])
-        return value
 
     params = {key: integral(value) for key, value in params.items()}
     checked = {
@@ -50,7 +44,9 @@ def start_run(
         "extract": EXTRACT_OPTIONS.validate(extract_options),
         "evaluate": EVALUATE_OPTIONS.validate(evaluate_options),
     }
-    if int(params.get("nodes", 1)) > 1:  # the TrainJob's settings matter only then
+    nodes, gpus = int(params.get("nodes", 1)), int(params.get("gpus", 1))
+    check_world_size(TRAIN_OPTIONS.build(train_options, dataset="-", output="-"), nodes=nodes, gpus=gpus)
+    if nodes > 1:  # the TrainJob's settings matter only then
         checked["trainjob"] = TRAINJOB_OPTIONS.validate(trainjob_options)
     uri = resolve_tracking_uri(mlflow_tracking_uri)
     if not uri:
@@ -79,15 +75,18 @@ def register_candidate(
     trained: list,
     metrics: dict,
     dataset: str,
+    source_uri: str,
     model_name: str,
     mlflow_tracking_uri: str,
     job_id: str,
 ) -> str:
     """Register ONE model version per pipeline run, with alias ``candidate`` and the run's
-    aggregated metrics (all splits) as tags; returns the version ("" when tracking is off).
+    aggregated metrics (all splits) as tags; returns the version ("" when nothing is registered).
 
     The version is split 0's model: every split trains its own model on its own train half, and
     the first (the only one of MARS) stands for the run; the others stay logged in their runs.
+    Only DAL models compete: a ``supervised`` run (the label-reading upper bound) registers none,
+    and models of generated data (no ``source_uri``) go to ``dal-<dataset>-synthetic``.
     """
     from components.common import registry
     from components.common.kfp_io import TrainedModel
@@ -98,7 +97,11 @@ def register_candidate(
     if not uri or not records or not records[0].mlflow_model_uri:
         return ""
     first = records[0]
+    if first.objective != "dal":
+        print(f"objective {first.objective}: a reference, not registered (its models stay in its runs)")
+        return ""
     tags = {
+        "source_uri": source_uri or "synthetic",
         "dataset": dataset,
         "pipeline_job_id": job_id,
         "split": first.split,
@@ -108,20 +111,23 @@ def register_candidate(
         "storage_uri": first.model_uri,
     }
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
-    name = model_name or f"dal-{dataset}"
+    name = model_name or registry.default_model_name(dataset, synthetic=not source_uri)
     return registry.register_candidate(uri, name, first.mlflow_model_uri, numeric, tags).version
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def promote_champion(version: str, dataset: str, model_name: str, mlflow_tracking_uri: str) -> str:
+def promote_champion(
+    version: str, dataset: str, source_uri: str, model_name: str, mlflow_tracking_uri: str
+) -> str:
     """Move alias ``champion`` to the candidate ``version`` only if it beats the current champion
-    of ``dal-<dataset>`` (components/common/registry.py: ``beats``); returns the decision."""
+    of the same registered model (components/common/registry.py: ``beats``); returns the decision."""
     from components.common import registry
     from components.common.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(mlflow_tracking_uri)
     if not uri or not version:
-        return "nothing registered (tracking off)"
-    decision = registry.promote_champion(uri, model_name or f"dal-{dataset}", version)
+        return "nothing registered (tracking off, or not a DAL model)"
+    name = model_name or registry.default_model_name(dataset, synthetic=not source_uri)
+    decision = registry.promote_champion(uri, name, version)
     print(decision.reason)
     return decision.reason

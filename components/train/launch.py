@@ -6,13 +6,16 @@ retried task resumes from its checkpoints, and both hand on the same TrainSummar
 from __future__ import annotations
 
 import dataclasses
+import signal
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
 from components.common import kfp_io, storage
-from components.common.config import to_argv
+from components.common.config import require, to_argv
+from components.common.errors import DalError
 from components.train.config import TRAIN_OPTIONS, TrainConfig
 from components.train.summary import TrainSummary
 
@@ -55,8 +58,35 @@ def train_in_pod(config: TrainConfig, gpus: int) -> TrainSummary:
     # One process per GPU; rank 0 writes the summary that is read back.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += [f"--nproc_per_node={gpus}", "-m", "components.train", *to_argv(config)]
-    subprocess.run(command, check=True)
+    launcher = subprocess.Popen(command)
+    # A preempted pod gets SIGTERM: pass it on, so that the ranks checkpoint before stopping
+    # (torchrun forwards it to them) and the retried task resumes from that step.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: launcher.send_signal(signum))
+    try:
+        code = launcher.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code != 0:
+        raise DalError(f"torchrun over {gpus} GPUs exited with {code} (143: preempted, checkpoint saved)")
     return TrainSummary.read(config.output)
+
+
+def check_world_size(config: TrainConfig, *, nodes: int, gpus: int) -> None:
+    """The global batch must split evenly over ``nodes`` x ``gpus`` ranks: checked when the run
+    starts, not once the nodes are scheduled."""
+    require(nodes >= 1, "nodes", f"must be >= 1, got {nodes}")
+    require(gpus >= 0, "gpus", f"must be >= 0 (0: CPU), got {gpus}")
+    config.rank_batch_size(nodes * max(1, gpus))
+
+
+def _without_credentials(uri: str) -> None:
+    """A TrainJob's arguments are readable by anyone who may get TrainJobs: no secrets there."""
+    parsed = urllib.parse.urlsplit(uri)
+    require(
+        not (parsed.username or parsed.password),
+        "mlflow_tracking_uri",
+        "carries credentials; pass them as MLFLOW_TRACKING_USERNAME / _PASSWORD (Secret dal-mlflow-auth)",
+    )
 
 
 def trained_model(config: TrainConfig, summary: TrainSummary) -> kfp_io.TrainedModel:
@@ -86,6 +116,7 @@ def train_on_trainjob(
     wait for it; rank 0 of the job writes the summary read back here."""
     from components.train.trainjob import TRAINJOB_OPTIONS, run_trainjob, trainjob_name
 
+    _without_credentials(config.mlflow_tracking_uri)
     job = TRAINJOB_OPTIONS.build(options, nodes=nodes, gpus_per_node=gpus_per_node, image=image)
     name = trainjob_name(run_key, config.split)
     run_trainjob(name, to_argv(config), job, run_key=run_key, split=config.split)

@@ -24,6 +24,11 @@ components.train ...`` on every node. What this module relies on, read from the 
   filled from v2.1.0 on: both are only logged, only Complete/Failed end the wait;
 * JobSet's webhook requires ``<name>-node-<job>-<pod>-<5 chars>`` to be a DNS-1035 label (<= 63),
   which bounds the TrainJob's name (``MAX_NAME_LENGTH``);
+* the TrainJob uses only fields that v2.0, v2.1 and v2.2 share (``runtimeRef``, ``labels``,
+  ``trainer``): no ``podSpecOverrides`` (renamed ``podTemplateOverrides`` in v2.1, replaced by
+  ``runtimePatches`` in v2.2), so the runtime's pod template carries the service account
+  (``dal-train``), the volumes and the security context; a ClusterTrainingRuntime used instead
+  must do the same;
 * ``mlPolicy.torch.elasticPolicy`` was removed in v2.2: not used (fixed world size; a failed node
   restarts the whole JobSet, k8s/base/trainingruntime.yaml, and ``dal train`` resumes from its
   checkpoint).
@@ -103,7 +108,6 @@ class TrainJobOptions:
     runtime_kind: RuntimeKind = dataclasses.field(
         default="TrainingRuntime", metadata=_help("TrainingRuntime (namespaced) or ClusterTrainingRuntime")
     )
-    service_account: str = dataclasses.field(default="dal-train", metadata=_help("the nodes' account"))
     config_map: str = dataclasses.field(default="dal-config", metadata=_help("ConfigMap: DAL_STORE, ..."))
     s3_secret: str = dataclasses.field(default="dal-s3", metadata=_help("Secret with the AWS_* keys"))
     mlflow_secret: str = dataclasses.field(
@@ -131,7 +135,7 @@ class TrainJobOptions:
         require(self.nodes >= 2, "nodes", f"must be >= 2 (one node trains in the KFP pod), got {self.nodes}")
         require(self.gpus_per_node >= 0, "gpus_per_node", f"must be >= 0, got {self.gpus_per_node}")
         require(bool(self.image.strip()), "image", "must not be empty")
-        for field in ("namespace", "runtime", "service_account", "config_map", "s3_secret"):
+        for field in ("namespace", "runtime", "config_map", "s3_secret"):
             value = getattr(self, field)
             require(bool(_DNS1123_LABEL.match(value)), field, f"must be a DNS-1123 name, got {value!r}")
         require(
@@ -270,8 +274,8 @@ def trainjob_manifest(
             "resourcesPerNode": {"requests": dict(resources), "limits": dict(resources)},
             "env": _env(options),
         },
-        # A ClusterTrainingRuntime names no account of ours.
-        "podSpecOverrides": [{"targetJobs": [{"name": NODE}], "serviceAccountName": options.service_account}],
+        # No podSpecOverrides: v2.1 renamed it (podTemplateOverrides) and v2.2 replaced it
+        # (runtimePatches); the runtime's pod template names the account and the volumes.
     }
     return {
         "apiVersion": f"{GROUP}/{VERSION}",

@@ -77,11 +77,11 @@ def test_pipeline_run_logs_parent_children_plots_and_registered_model(
     assert not [k for k in train.data.params if "secret" in k.lower() or k.startswith("mlflow_")]
 
     # One version per run, the candidate; the first run's also becomes the champion.
-    (version,) = client.search_model_versions("name='dal-mars'")
+    (version,) = client.search_model_versions("name='dal-mars-synthetic'")  # generated data: its own model
     aggregate = runs["aggregate"]
     assert float(version.tags["metric.rank1"]) == pytest.approx(aggregate.data.metrics["rank1"], abs=1e-5)
     assert version.run_id == train.info.run_id
-    assert set(client.get_registered_model("dal-mars").aliases) == {"candidate", "champion"}
+    assert set(client.get_registered_model("dal-mars-synthetic").aliases) == {"candidate", "champion"}
     assert version.tags["promotion"] == "promoted"
 
     # The data itself went to the S3 storage root.
@@ -96,7 +96,7 @@ def test_pipeline_run_logs_parent_children_plots_and_registered_model(
     extract(
         ExtractConfig(
             dataset=dataset_uri,
-            model="models:/dal-mars@champion",
+            model="models:/dal-mars-synthetic@champion",
             output=str(tmp_path / "champion.parquet"),
             progress=False,
             mlflow_tracking_uri=mlflow_env.uri,

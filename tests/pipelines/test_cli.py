@@ -37,6 +37,9 @@ def test_every_options_parameter_has_a_flag_and_the_flags_complete_the_options()
         (["--extract", "pooling=median"], "extract_options.pooling: argument --pooling: invalid choice"),
         (["--train", "stepz=3"], "train_options.stepz: unknown option"),
         (["--trainjob", "keep=sometimes"], "trainjob_options.keep: "),
+        # 64 frames do not split over 3 nodes x 1 GPU: refused before any node is scheduled.
+        (["--nodes", "3"], "batch_size: 64 does not split evenly over 3 ranks"),
+        (["--nodes", "0"], "nodes: must be >= 1, got 0"),
     ],
 )
 def test_a_bad_option_fails_submit_before_any_connection_naming_the_field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -264,6 +265,16 @@ def test_start_run_checks_every_steps_options_first(tmp_path) -> None:
             params={},
             **{**OPTIONS, "evaluate_options": {"max_rank": 3.0}},
         )
+    with pytest.raises(ConfigError, match="batch_size: 64 does not split evenly over 6 ranks"):
+        start_run.python_func(
+            mlflow_tracking_uri="",
+            mlflow_experiment="e",
+            mlflow_artifact_location="",
+            job_id="j",
+            run_name="",
+            params={"nodes": 3.0, "gpus": 2.0},
+            **OPTIONS,
+        )
     with pytest.raises(ConfigError, match=r"trainjob_options\."):
         start_run.python_func(
             mlflow_tracking_uri="",
@@ -335,7 +346,15 @@ def test_tracking_components_open_register_promote_and_close(tmp_path, monkeypat
             steps=5,
         )
         records.append(record)
-    registry = {"dataset": "mars", "model_name": "", "mlflow_tracking_uri": uri}
+    registry = {
+        "dataset": "mars",
+        "source_uri": "s3://raw/MARS",
+        "model_name": "",
+        "mlflow_tracking_uri": uri,
+    }
+    # The supervised upper bound reads labels: it never competes for champion.
+    supervised = dataclasses.replace(records[1], objective="supervised").to_json()
+    assert register_candidate.python_func(trained=[supervised], metrics={}, job_id="j", **registry) == ""
     version = register_candidate.python_func(
         trained=[r.to_json() for r in records],
         metrics={"rank1": 0.5, "mAP": 0.25, "num_splits": 2.0},
@@ -351,17 +370,8 @@ def test_tracking_components_open_register_promote_and_close(tmp_path, monkeypat
     assert str(client.get_model_version_by_alias("dal-mars", "champion").version) == version
     # Tracking off: nothing to register or promote.
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri set it
-    assert (
-        register_candidate.python_func(
-            trained=[records[0].to_json()],
-            metrics={},
-            job_id="j",
-            dataset="mars",
-            model_name="",
-            mlflow_tracking_uri="",
-        )
-        == ""
-    )
+    off = {**registry, "mlflow_tracking_uri": ""}
+    assert register_candidate.python_func(trained=[records[0].to_json()], metrics={}, job_id="j", **off) == ""
 
     status = dsl.PipelineTaskFinalStatus(
         state="FAILED",
