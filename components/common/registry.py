@@ -217,8 +217,9 @@ def register_candidate(
     ``mlflow_model_uri`` is the ``models:/<model_id>`` URI that ``mlflow.pytorch.log_model``
     returns (what training records as ``mlflow_model_uri``). ``metrics`` are the pipeline run's
     aggregated metrics (``metric.*`` tags); ``tags`` must include ``dataset``. The registered
-    model is created, with its description, the first time. Each call creates exactly one
-    version, so the pipeline calls it once per run, not per split.
+    model is created, with its description, the first time. Each call creates at most one
+    version (none when that logged model is registered already: a retried task), so the
+    pipeline calls it once per run, not per split.
     """
     if DATASET_TAG not in tags or not str(tags[DATASET_TAG]):
         raise RegistryError(
@@ -236,6 +237,18 @@ def register_candidate(
         if len(value) > MAX_TAG_VALUE_CHARS:
             raise RegistryError(f"{model_name}: tag {key!r} is longer than {MAX_TAG_VALUE_CHARS} characters")
     client = _client(tracking_uri)
+    existing = _version_of_model(client, model_name, mlflow_model_uri)
+    if existing is not None:
+        # This logged model is registered already: a task retried after registering. The same
+        # version again, so that a run never adds two.
+        client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, existing.version)
+        log.info(
+            "%s: already registered as %s; alias %s set again",
+            mlflow_model_uri,
+            existing.uri,
+            CANDIDATE_ALIAS,
+        )
+        return _version_of(client.get_model_version(model_name, existing.version))
     with _named(mlflow_model_uri):
         logged = client.get_logged_model(model_id)
     from mlflow.exceptions import MlflowException
@@ -261,6 +274,14 @@ def register_candidate(
         registered = _version_of(client.get_model_version(model_name, str(created.version)))
     log.info("registered %s (alias %s): %s", registered.uri, CANDIDATE_ALIAS, _description(metrics))
     return registered
+
+
+def _version_of_model(client: Any, model_name: str, mlflow_model_uri: str) -> RegisteredVersion | None:
+    """The version of ``model_name`` registered from that logged model, if any (its tag)."""
+    found = client.search_model_versions(
+        f"name = '{model_name}' and tag.`{MLFLOW_MODEL_URI_TAG}` = '{mlflow_model_uri}'"
+    )
+    return _version_of(found[0]) if found else None
 
 
 def beats(candidate: Mapping[str, float], champion: Mapping[str, float]) -> bool:

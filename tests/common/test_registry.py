@@ -99,6 +99,18 @@ def test_first_candidate_is_registered_tagged_and_becomes_champion(store, tmp_pa
     assert tags["promotion.reason"] == "no champion yet"
 
 
+def test_registering_the_same_logged_model_again_adds_no_version(store, tmp_path: Path) -> None:
+    """A register task retried after it had registered: the same version, candidate again."""
+    model_uri = _logged_model(store, tmp_path)
+    first = register_candidate(store[0], "again", model_uri, _metrics(0.5, 0.4), _tags())
+    other = register_candidate(store[0], "again", _logged_model(store, tmp_path), _metrics(0.4, 0.3), _tags())
+    assert _aliases(store, "again") == {CANDIDATE_ALIAS: other.version}
+    repeated = register_candidate(store[0], "again", model_uri, _metrics(0.5, 0.4), _tags())
+    assert repeated.version == first.version
+    assert len(MlflowClient(store[0]).search_model_versions("name = 'again'")) == 2
+    assert _aliases(store, "again") == {CANDIDATE_ALIAS: first.version}
+
+
 def test_worse_better_and_tied_runs(store, tmp_path: Path) -> None:
     name = "sequence"
     first = _register(store, tmp_path, name, 0.50, 0.40)
