@@ -1,6 +1,6 @@
 """A preempted train task is retried by the pipeline and resumes: the local pipeline (kfp.local
 honours ``set_retry``), its train task's first attempt stopped by SIGTERM mid-training, still
-finishes, with the same model and metrics as an uninterrupted run of the same pipeline.
+finishes, with the same model as an uninterrupted training of the same split config.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from components.train.checkpoint import CHECKPOINTS_DIR
+from components.train.launch import split_config
+from components.train.run import run
 from components.train.summary import TrainSummary
 from pipelines.cli import run_local
 
@@ -69,16 +71,13 @@ def _preempt_first_attempt(work: Path, record: dict, stop: threading.Event) -> N
         time.sleep(0.05)
 
 
-def _model_and_summary(work: Path, job: str) -> tuple[dict, TrainSummary]:
-    output = work / "store" / "runs" / job / "split-0" / "dal"
+def _model_and_summary(work: Path, job: str, root: str = "store") -> tuple[dict, TrainSummary]:
+    output = work / root / "runs" / job / "split-0" / "dal"
     model = torch.load(output / "model.pt", weights_only=True)
     return model["state_dict"], TrainSummary.read(str(output))
 
 
 def test_a_sigterm_preempted_train_task_is_retried_and_resumes_to_the_same_result(tmp_path) -> None:
-    reference = run_local(ARGUMENTS, tmp_path / "uninterrupted")
-    assert reference["status"] == "FINISHED"
-
     work = tmp_path / "preempted"
     record: dict = {}
     stop = threading.Event()
@@ -90,19 +89,31 @@ def test_a_sigterm_preempted_train_task_is_retried_and_resumes_to_the_same_resul
         stop.set()
         killer.join(timeout=5)
     assert record, "the train task was never caught mid-training"
-    assert retried["status"] == "FINISHED"
+    assert retried["status"] == "FINISHED" and 0.0 <= retried["metrics"]["rank1"] <= 1.0
 
     # The second attempt resumed where the first stopped, in the same run directory.
-    weights, summary = _model_and_summary(work, retried["pipeline_job_id"])
+    job = retried["pipeline_job_id"]
+    weights, summary = _model_and_summary(work, job)
     assert summary.resumed_from.endswith(".pt") and summary.steps == STEPS
-    reference_weights, reference_summary = _model_and_summary(
-        tmp_path / "uninterrupted", reference["pipeline_job_id"]
+    # Both attempts logged a train run: the preempted one FAILED, the resumed one FINISHED.
+    assert retried["children"].count("train-split0") == 2
+
+    # The same split trained without interruption, from the config the pipeline task built.
+    dataset = next((work / "store" / "datasets").iterdir())
+    config = split_config(
+        dataset=str(dataset),
+        split=0,
+        options=ARGUMENTS["train_options"],
+        storage_root=str(tmp_path / "uninterrupted"),
+        run_key=job,
+        mlflow_tracking_uri="",
+        mlflow_experiment="dal",
+        mlflow_parent_run_id="",
     )
-    assert reference_summary.resumed_from == ""
+    reference = run(config)
+    assert reference.resumed_from == "" and reference.steps == STEPS
+    reference_weights, _ = _model_and_summary(tmp_path / "uninterrupted", job, root="")
     # Resuming is exact (test_resume): same machine, same kernels, so bit for bit.
     assert weights.keys() == reference_weights.keys()
     for name, tensor in weights.items():
         assert torch.equal(tensor, reference_weights[name]), name
-    assert retried["metrics"] == reference["metrics"]
-    # Both attempts logged a train run: the preempted one FAILED or KILLED, the resumed one FINISHED.
-    assert retried["children"].count("train-split0") == 2
