@@ -253,38 +253,27 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
 OPTIONS = {"train_options": {}, "extract_options": {}, "evaluate_options": {}, "trainjob_options": {}}
 
 
+def _start_untracked(params: dict, **options: dict) -> str:
+    """``start_run`` with tracking off: only its checks of the options run."""
+    return start_run.python_func(
+        mlflow_tracking_uri="",
+        mlflow_experiment="e",
+        mlflow_artifact_location="",
+        job_id="j",
+        run_name="",
+        params=params,
+        **{**OPTIONS, **options},
+    )
+
+
 def test_start_run_checks_every_steps_options_first(tmp_path) -> None:
     # Even with tracking off: a value typed into the KFP UI fails the run's first task.
     with pytest.raises(ConfigError, match=r"evaluate_options\.max_rank: must be >= 20, got 3"):
-        start_run.python_func(
-            mlflow_tracking_uri="",
-            mlflow_experiment="e",
-            mlflow_artifact_location="",
-            job_id="j",
-            run_name="",
-            params={},
-            **{**OPTIONS, "evaluate_options": {"max_rank": 3.0}},
-        )
+        _start_untracked({}, evaluate_options={"max_rank": 3.0})
     with pytest.raises(ConfigError, match="batch_size: 64 does not split evenly over 6 ranks"):
-        start_run.python_func(
-            mlflow_tracking_uri="",
-            mlflow_experiment="e",
-            mlflow_artifact_location="",
-            job_id="j",
-            run_name="",
-            params={"nodes": 3.0, "gpus": 2.0},
-            **OPTIONS,
-        )
+        _start_untracked({"nodes": 3.0, "gpus": 2.0})
     with pytest.raises(ConfigError, match=r"trainjob_options\."):
-        start_run.python_func(
-            mlflow_tracking_uri="",
-            mlflow_experiment="e",
-            mlflow_artifact_location="",
-            job_id="j",
-            run_name="",
-            params={"nodes": 2.0},
-            **{**OPTIONS, "trainjob_options": {"no_such_option": 1}},
-        )
+        _start_untracked({"nodes": 2.0}, trainjob_options={"no_such_option": 1})
 
 
 def test_tracking_components_open_register_promote_and_close(tmp_path, monkeypatch) -> None:
@@ -292,18 +281,7 @@ def test_tracking_components_open_register_promote_and_close(tmp_path, monkeypat
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     artifacts = (tmp_path / "mlartifacts").as_uri()
-    assert (
-        start_run.python_func(
-            mlflow_tracking_uri="",
-            mlflow_experiment="e",
-            mlflow_artifact_location="",
-            job_id="j",
-            run_name="",
-            params={},
-            **OPTIONS,
-        )
-        == ""
-    )
+    assert _start_untracked({}) == ""
     parent = start_run.python_func(
         mlflow_tracking_uri=uri,
         mlflow_experiment="e",
