@@ -63,6 +63,7 @@ bench: setup ## speed and memory benchmarks (scripts, not tests)
 	$(BIN)/python scripts/bench_ingest.py
 	$(BIN)/python scripts/bench_evaluate.py
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_search.py
 
 bench-accuracy: setup ## learning quality: DAL vs supervised vs untrained (ImageNet, random) on synthetic PRID2011 / MARS (~55 min on 2 cores; BENCH_ARGS="--quick")
 	$(BIN)/python scripts/bench_accuracy.py $(BENCH_ARGS)

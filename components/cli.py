@@ -54,6 +54,16 @@ STEPS: dict[str, Step] = {
         "components.evaluate.run:run",
         "CMC rank-k and mAP under the benchmark protocol, with plots",
     ),
+    "search": Step(
+        "components.search.config:SearchConfig",
+        "components.search.run:run",
+        "rank gallery tracklets for query tracklets (ids, features or new frames) -> ranked table + PNG",
+    ),
+    "export": Step(
+        "components.export.config:ExportConfig",
+        "components.export.run:run",
+        "export a trained model to ONNX (dynamic batch, preprocessing inside), checked with onnxruntime",
+    ),
     "aggregate": Step(
         "components.evaluate.config:AggregateConfig",
         "components.evaluate.aggregate:run",

@@ -38,10 +38,12 @@ def step_options() -> dict[str, Any]:
     """The pipeline's options parameters (``train_options``, ...) and the StepOptions behind them."""
     from components.evaluate.config import EVALUATE_OPTIONS
     from components.extract.config import EXTRACT_OPTIONS
+    from components.ingest.config import INGEST_OPTIONS
     from components.train.config import TRAIN_OPTIONS
     from components.train.trainjob import TRAINJOB_OPTIONS
 
-    found = {o.parameter: o for o in (TRAIN_OPTIONS, EXTRACT_OPTIONS, EVALUATE_OPTIONS, TRAINJOB_OPTIONS)}
+    options = (INGEST_OPTIONS, TRAIN_OPTIONS, EXTRACT_OPTIONS, EVALUATE_OPTIONS, TRAINJOB_OPTIONS)
+    found = {o.parameter: o for o in options}
     declared = {n for n, p in _pipeline_parameters().items() if isinstance(p.default, dict)}
     if declared != set(found):  # the pipeline and this list must not drift apart
         raise RuntimeError(f"pipeline options parameters {sorted(declared)} != {sorted(found)}")
@@ -94,14 +96,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The pipeline arguments given on the command line; each step's options complete (defaults
     filled in) and checked by its config dataclass: a bad value stops here, naming the field."""
+    from components.ingest.config import CHECK_PATHS
     from components.train.config import TRAIN_OPTIONS
     from components.train.launch import check_world_size
 
     parameters = _pipeline_parameters()
     given = {k: getattr(args, k) for k in parameters if getattr(args, k, None) is not None}
+    # Ingest options depend on the layout (``index`` is for tracklets only): checked with the dataset.
+    known = {
+        "ingest_options": {"dataset": given.get("dataset", parameters["dataset"].default), **CHECK_PATHS}
+    }
     for name, step in step_options().items():
         if name in given:
-            given[name] = step.validate(step.parse(given[name]))
+            given[name] = step.validate(step.parse(given[name]), **known.get(name, {}))
     train = TRAIN_OPTIONS.build(given.get("train_options", {}), dataset="-", output="-")
     nodes, gpus = (given.get(k, parameters[k].default) for k in ("nodes", "gpus"))
     check_world_size(train, nodes=nodes, gpus=gpus)

@@ -24,6 +24,7 @@ from components.evaluate.config import EVALUATE_OPTIONS
 from components.extract.component import extract
 from components.extract.config import EXTRACT_OPTIONS
 from components.ingest.component import ingest, plan_splits, prepare_source
+from components.ingest.config import INGEST_OPTIONS
 from components.ingest.synthetic_config import SynthConfig
 from components.tracking.component import finish_run, promote_champion, register_candidate, start_run
 from components.train.component import publish_models, train, train_multinode
@@ -137,7 +138,8 @@ def dal_pipeline(
     dataset: str = "mars",
     source_uri: str = "",
     split_lists: str = "",
-    train_options: dict = TRAIN_OPTIONS.defaults(),  # noqa: B008 (a compile-time constant)
+    ingest_options: dict = INGEST_OPTIONS.defaults(),  # noqa: B008 (a compile-time constant)
+    train_options: dict = TRAIN_OPTIONS.defaults(),  # noqa: B008
     extract_options: dict = EXTRACT_OPTIONS.defaults(),  # noqa: B008
     evaluate_options: dict = EVALUATE_OPTIONS.defaults(),  # noqa: B008
     gpus: int = 1,
@@ -155,7 +157,10 @@ def dal_pipeline(
     """Ingest a dataset (``source_uri``; empty: a synthetic one in the dataset's real layout),
     then train, extract and evaluate each split (10 for PRID2011 / iLIDS-VID, 1 for MARS),
     average the splits, register split 0's model as the run's ``candidate`` and promote it to
-    ``champion`` if it beats the current one.
+    ``champion`` if it beats the current one. Own footage (``dataset`` ``tracklets``: tracklet
+    folders or an index file; ``videos``: videos + MOTChallenge tracks) trains on its unlabelled
+    tracklets and is scored on its labelled ones; without labels evaluation is skipped with a note
+    and the candidate is registered unscored (never promoted).
 
     ``*_options``: the steps' config fields (``dal pipeline run --help`` lists them; missing keys
     take the dataclass defaults). ``gpus``: GPUs per node; ``nodes`` > 1 trains as a TrainJob of
@@ -170,6 +175,7 @@ def dal_pipeline(
         job_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         params={"dataset": dataset, "source_uri": source_uri, "gpus": gpus, "nodes": nodes},
+        ingest_options=ingest_options,
         train_options=train_options,
         extract_options=extract_options,
         evaluate_options=evaluate_options,
@@ -201,6 +207,7 @@ def dal_pipeline(
             dataset=dataset,
             source=source.output,
             split_lists=split_lists,
+            ingest_options=ingest_options,
             storage_root=storage_root,
             **step_tracking,
         )

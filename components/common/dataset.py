@@ -66,6 +66,10 @@ SPLIT_SCHEMA = pa.schema(
     ]
 )
 SUBSETS = ("train", "test")
+# Users' own footage (``dal ingest --dataset tracklets | videos``): person ids are optional
+# (-1: unlabelled); labelled tracklets are the test subset. Extraction for the pipeline then
+# covers every tracklet (the gallery a search runs over), evaluation its labelled ones.
+OWN_FOOTAGE = ("tracklets", "videos")
 
 
 class DatasetError(DalError, ValueError):

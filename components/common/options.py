@@ -83,13 +83,14 @@ class StepOptions(Generic[T]):
         except ConfigError as exc:
             raise ConfigError(f"{self.parameter}.{exc}") from exc
 
-    def validate(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Check the options as the pod will (placeholders for the pipeline's fields); returns
-        every option, the given ones typed and the rest at their defaults, JSON-ready (what the
-        run records and submits). Values the config resolves itself (e.g. a namespace from the
-        pod) stay as given: they resolve where the step runs, not here."""
+    def validate(self, values: Mapping[str, Any], **pipeline_values: Any) -> dict[str, Any]:
+        """Check the options as the pod will (``pipeline_values`` where known, e.g. the dataset,
+        placeholders for the other pipeline fields); returns every option, the given ones typed and
+        the rest at their defaults, JSON-ready (what the run records and submits). Values the config
+        resolves itself (e.g. a namespace from the pod) stay as given: they resolve where the step
+        runs, not here."""
         given = self.coerce(values)
-        self.build(given, **self._placeholders())
+        self.build(given, **{**self._placeholders(), **pipeline_values})
         typed = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
         return {**self.defaults(), **typed}
 

@@ -43,6 +43,8 @@ PROMOTION_TAG = "promotion"
 PROMOTION_REASON_TAG = "promotion.reason"
 PROMOTION_CHAMPION_BEFORE_TAG = "promotion.champion_before"
 PROMOTED, KEPT = "promoted", "kept"
+# A candidate trained on own footage without labels has no metrics: this tag says why (never promoted).
+EVALUATION_TAG = "evaluation"
 # The metrics promotion compares (higher is better for both); see promote_champion.
 PROMOTION_METRICS = ("rank1", "mAP")
 # Training logs the weights-only artifact at the root of its run under this name
@@ -211,8 +213,13 @@ def register_candidate(
     mlflow_model_uri: str,
     metrics: Mapping[str, float],
     tags: Mapping[str, Any],
+    *,
+    unscored: str = "",
 ) -> RegisteredVersion:
     """Register one new version of ``model_name`` from a logged model and make it the candidate.
+
+    ``unscored``: why there are no metrics (own footage without labels: evaluation was skipped);
+    such a candidate is registered with an ``evaluation`` tag saying so, and never promoted.
 
     ``mlflow_model_uri`` is the ``models:/<model_id>`` URI that ``mlflow.pytorch.log_model``
     returns (what training records as ``mlflow_model_uri``). ``metrics`` are the pipeline run's
@@ -225,7 +232,9 @@ def register_candidate(
         raise RegistryError(
             f"{model_name}: a candidate needs a {DATASET_TAG!r} tag (promotion compares within one)"
         )
-    for key in PROMOTION_METRICS:
+    if unscored and metrics:
+        raise RegistryError(f"{model_name}: a candidate is either scored (metrics) or not ({unscored!r})")
+    for key in PROMOTION_METRICS if not unscored else ():
         if key not in metrics:
             raise RegistryError(f"{model_name}: a candidate needs metric {key!r} (got {sorted(metrics)})")
     model_id = mlflow_model_uri.removeprefix(MODELS_SCHEME)
@@ -233,6 +242,8 @@ def register_candidate(
         raise RegistryError(f"{mlflow_model_uri}: not a logged model URI (models:/<model_id>)")
     version_tags = {k: str(v) for k, v in tags.items()} | _metric_tags(metrics)
     version_tags[MLFLOW_MODEL_URI_TAG] = mlflow_model_uri
+    if unscored:
+        version_tags[EVALUATION_TAG] = f"skipped: {unscored}"[:MAX_TAG_VALUE_CHARS]
     for key, value in version_tags.items():
         if len(value) > MAX_TAG_VALUE_CHARS:
             raise RegistryError(f"{model_name}: tag {key!r} is longer than {MAX_TAG_VALUE_CHARS} characters")
@@ -267,7 +278,7 @@ def register_candidate(
             source=logged.artifact_location,
             run_id=logged.source_run_id,
             tags=version_tags,
-            description=_description(metrics),
+            description=_description(metrics) if not unscored else f"not evaluated: {unscored}",
             model_id=model_id,
         )
         client.set_registered_model_alias(model_name, CANDIDATE_ALIAS, str(created.version))
@@ -306,6 +317,11 @@ def _compare_line(candidate: Mapping[str, float], champion: Mapping[str, float])
 
 
 def _decide(candidate: RegisteredVersion, champion: RegisteredVersion | None) -> tuple[bool, str]:
+    if EVALUATION_TAG in candidate.tags:  # own footage without labels: nothing to compare
+        return False, (
+            f"not evaluated ({candidate.tags[EVALUATION_TAG]}): a candidate without metrics is never "
+            f"promoted; set alias {CHAMPION_ALIAS} by hand if you trust it"
+        )
     ours = _promotion_metrics(candidate, "candidate")
     if champion is None:
         return True, f"no {CHAMPION_ALIAS} yet"

@@ -5,6 +5,10 @@ Output ``metrics.json``: the mean of every metric under its own name (``rank1``,
 ``mAP_trapezoid``; fractions in [0, 1]) and its standard deviation over splits as ``<name>_std``
 (population std, ddof = 0), the mean CMC curve ``cmc`` and ``cmc_std``, ``num_splits``, and the
 per-split values kept in ``per_split``; plus ``cmc.png`` (mean curve with a +-1 std band).
+Other numbers every split reports (the verification figures, ``tpr_at_fpr_*``, ``threshold_at_fpr_*``)
+are averaged the same way. Evaluations that were skipped (own footage without labels:
+``"evaluated": false`` and a ``note``) aggregate to the same: ``evaluated`` false, the note, no
+metrics and no plot; a mix of skipped and scored splits is an error.
 """
 
 from __future__ import annotations
@@ -37,6 +41,18 @@ def metrics_uri(uri: str) -> str:
     return uri if uri.endswith(".json") else storage.join(uri, "metrics.json")
 
 
+def _skipped(per_split: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any] | None:
+    """The aggregate of skipped evaluations, None when every split was scored."""
+    skipped = [name for name, r in zip(names, per_split, strict=True) if r.get("evaluated") is False]
+    if not skipped:
+        return None
+    if len(skipped) != len(per_split):
+        raise AggregateError(f"{skipped[0]} was not evaluated but other splits were: they cannot be averaged")
+    first = per_split[0]
+    return {"evaluated": False, "note": str(first.get("note", "")), "dataset": first.get("dataset"),
+            "num_splits": len(per_split)}  # fmt: skip
+
+
 def aggregate_metrics(
     per_split: Sequence[dict[str, Any]], names: Sequence[str] | None = None
 ) -> dict[str, Any]:
@@ -44,6 +60,9 @@ def aggregate_metrics(
     names = list(names or [f"input {i}" for i in range(len(per_split))])
     if not per_split:
         raise AggregateError("nothing to aggregate")
+    skipped = _skipped(per_split, names)
+    if skipped is not None:
+        return skipped
     for name, result in zip(names, per_split, strict=True):
         missing = [k for k in (*METRIC_KEYS, "cmc", "split") if k not in result]
         if missing:
@@ -62,7 +81,11 @@ def aggregate_metrics(
     per_split = [per_split[i] for i in order]
     result: dict[str, Any] = {key: per_split[0].get(key) for key in SAME_KEYS}
     result["num_splits"] = len(per_split)
-    for key in METRIC_KEYS:
+    shared = [
+        k for k in per_split[0] if k not in METRIC_KEYS and all(_is_number(r.get(k)) for r in per_split)
+    ]
+    extra = [k for k in shared if k not in COUNT_KEYS and k != "split"]
+    for key in (*METRIC_KEYS, *extra):
         values = np.array([float(r[key]) for r in per_split])
         result[key] = float(values.mean())
         result[f"{key}_std"] = float(values.std())
@@ -78,6 +101,10 @@ def aggregate_metrics(
     return result
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def run(config: AggregateConfig) -> dict[str, Any]:
     with step_run("aggregate", config) as logger:
         uris = [metrics_uri(u) for u in config.inputs]
@@ -88,6 +115,8 @@ def run(config: AggregateConfig) -> dict[str, Any]:
                 raise AggregateError(f"{uri}: not a JSON object")
             per_split.append(document)
         result = aggregate_metrics(per_split, uris)
+        if result.get("evaluated") is False:
+            return _record_skipped(config, result, logger)
         title = f"{result['dataset']}: mean CMC over {result['num_splits']} split(s)"
         png = plots.cmc_png({"mean": result["cmc"]}, std={"mean": result["cmc_std"]}, title=title)
         storage.ensure_dir(config.output)
@@ -117,3 +146,23 @@ def run(config: AggregateConfig) -> dict[str, Any]:
             "outputs": outputs,
             "mlflow_run_id": logger.run_id,
         }
+
+
+def _record_skipped(config: AggregateConfig, result: dict[str, Any], logger: Any) -> dict[str, Any]:
+    """Write and log the aggregate of skipped evaluations: the note, no metrics."""
+    uri = storage.join(config.output, "metrics.json")
+    storage.ensure_dir(config.output)
+    storage.write_json(uri, result)
+    log.warning(
+        "%s: not evaluated over %d split(s): %s", result["dataset"], result["num_splits"], result["note"]
+    )
+    logger.set_tags({"dal.evaluation": f"skipped: {result['note']}"[:5000]})
+    logger.log_dict(result, "metrics.json")
+    return {
+        "metrics": {},
+        "evaluated": False,
+        "note": result["note"],
+        "num_splits": result["num_splits"],
+        "outputs": {"metrics": uri},
+        "mlflow_run_id": logger.run_id,
+    }

@@ -25,9 +25,12 @@ class EvaluateConfig(TrackingOptions):
     output: str = dataclasses.field(
         metadata={"help": "output directory URI: metrics.json, cmc.png, ranklist.png"}
     )
-    protocol: Literal["auto", "mars", "splits"] = dataclasses.field(
+    protocol: Literal["auto", "mars", "splits", "labelled"] = dataclasses.field(
         default="auto",
-        metadata={"help": "auto: from the dataset (mars -> mars; prid2011 / ilidsvid -> splits)"},
+        metadata={
+            "help": "auto: from the dataset (mars -> mars; prid2011 / ilidsvid -> splits; own footage, "
+            "tracklets / videos -> labelled: its labelled test tracklets)"
+        },
     )
     split: int = dataclasses.field(
         default=-1,
@@ -55,9 +58,9 @@ class EvaluateConfig(TrackingOptions):
         for name in ("dataset", "features", "output"):
             require(bool(getattr(self, name).strip()), name, "must not be empty")
         require(
-            self.protocol in ("auto", "mars", "splits"),
+            self.protocol in ("auto", "mars", "splits", "labelled"),
             "protocol",
-            f"must be auto, mars or splits, got {self.protocol!r}",
+            f"must be auto, mars, splits or labelled, got {self.protocol!r}",
         )
         require(self.split >= -1, "split", f"must be >= 0 (or -1: from the features), got {self.split}")
         require(

@@ -20,7 +20,19 @@ fast-reid where they agree):
   stopping at the last good entry; only good positions add, so it equals
   ``(1/G) * sum_i ((i - 1) / (r_i - 1) + i / r_i) / 2`` with ``(i - 1) / (r_i - 1) := 1`` when ``r_i = 1``.
 
-Every value is a fraction in [0, 1]. The fast path never argsorts a query's gallery: per chunk of
+Verification (``verification_*``): every non-junk query x gallery pair is a decision "same
+person?" on its cosine similarity ``q . g`` (the features are L2-normalised; higher is more
+similar). Genuine pairs are the good entries above (same person, other camera), impostor pairs
+are the non-junk entries of other persons (distractors included); junk is skipped exactly as in
+ranking. A pair is accepted when its similarity is ``>= t``. For each false positive rate
+``alpha`` (``VERIFICATION_FPRS``) the reported threshold ``threshold_at_fpr_<alpha>`` is the
+smallest float32 ``t`` that accepts at most ``floor(alpha * num_impostor_pairs)`` impostor pairs
+(the float32 successor of the next impostor score), and ``tpr_at_fpr_<alpha>`` is the fraction of
+genuine pairs it accepts: the highest TPR at an FPR <= alpha. ``roc_auc`` is
+P(genuine > impostor) + P(tie) / 2 over all genuine x impostor pairs. All scores are kept: memory
+is 4 bytes per query x gallery pair (~96 MB at MARS's 1,980 x 12,180), twice while sorting.
+
+Every ranking value is a fraction in [0, 1]. The fast path never argsorts a query's gallery: per chunk of
 queries it sorts the distance *values* (junk set to +inf), finds each good entry's rank by binary
 search, and resolves exact ties by gallery index; ``evaluate_rank_loop`` is the straightforward
 per-query argsort implementation it is tested (and benchmarked) against.
@@ -28,9 +40,11 @@ per-query argsort implementation it is tested (and benchmarked) against.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -41,6 +55,26 @@ REPORTED_RANKS = (1, 5, 10, 20)
 # The headline metrics, in the order they are reported.
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
 DEFAULT_CHUNK = 256
+VERIFICATION_FPRS = (1e-3, 1e-2, 1e-1)
+ROC_POINTS = 200  # operating points kept for the ROC curve (log-spaced in FPR)
+
+
+def tpr_key(fpr: float) -> str:
+    """``tpr_at_fpr_0.01``: a valid MLflow metric name (and registry tag ``metric.<key>``)."""
+    return f"tpr_at_fpr_{fpr:g}"
+
+
+def threshold_key(fpr: float) -> str:
+    """``threshold_at_fpr_0.01``: the similarity threshold of that operating point."""
+    return f"threshold_at_fpr_{fpr:g}"
+
+
+# The verification scalars of an evaluation, in the order they are reported.
+VERIFICATION_KEYS = (
+    *(tpr_key(f) for f in VERIFICATION_FPRS),
+    *(threshold_key(f) for f in VERIFICATION_FPRS),
+    "roc_auc",
+)
 
 
 class MetricsError(DalError, ValueError):
@@ -377,6 +411,144 @@ def evaluate_rank_loop(
         prev_precision = np.r_[1.0, precision[: last - 1]]
         acc.ap_trapezoid[q] = float(np.sum(np.diff(recall) * (prev_precision + precision[:last]) / 2))
     return acc.result(distmat.shape[1], per_query)
+
+
+# -- verification ---------------------------------------------------------------------------------
+def _accepting(scores_ascending: np.ndarray, threshold: np.ndarray | float) -> np.ndarray:
+    """How many of the sorted scores are >= threshold."""
+    return len(scores_ascending) - np.searchsorted(scores_ascending, threshold, side="left")
+
+
+def _threshold_at(impostor_ascending: np.ndarray, fpr: float) -> np.float32:
+    """The smallest float32 threshold accepting at most floor(fpr * N) impostor scores."""
+    # Exact (0.29 * 100 is 28.999... in floats); fpr < 1, so fewer than all impostors are allowed.
+    allowed = math.floor(Fraction(repr(float(fpr))) * len(impostor_ascending))
+    next_impostor = impostor_ascending[len(impostor_ascending) - 1 - allowed]  # the (allowed+1)-th largest
+    return np.nextafter(np.float32(next_impostor), np.float32(np.inf))
+
+
+def verification_metrics(
+    genuine: np.ndarray,
+    impostor: np.ndarray,
+    fprs: tuple[float, ...] = VERIFICATION_FPRS,
+    roc_points: int = ROC_POINTS,
+) -> dict[str, Any]:
+    """TPR and threshold at each FPR, ROC AUC and ROC points from the pairs' similarities.
+
+    ``genuine`` / ``impostor``: float32 similarities of the genuine / impostor pairs (module
+    docstring). Returns ``tpr_at_fpr_<a>``, ``threshold_at_fpr_<a>`` per ``a`` in ``fprs``,
+    ``roc_auc``, ``num_genuine_pairs``, ``num_impostor_pairs`` and ``roc``: exact operating
+    points (``fpr``, ``tpr``, ``threshold`` arrays, FPR ascending) at thresholds chosen for
+    about ``roc_points`` log-spaced FPRs from 1 / num_impostor_pairs to 1, and at FPR 0.
+    """
+    gen = np.sort(np.asarray(genuine, dtype=np.float32).ravel())
+    imp = np.sort(np.asarray(impostor, dtype=np.float32).ravel())
+    if len(gen) == 0 or len(imp) == 0:
+        raise MetricsError(
+            f"verification needs genuine and impostor pairs, got {len(gen)} genuine and {len(imp)} impostor"
+        )
+    _check_finite(gen, "genuine similarities")
+    _check_finite(imp, "impostor similarities")
+    bad = [f for f in fprs if not 0.0 < f < 1.0]
+    if bad:
+        raise MetricsError(f"false positive rates must be in (0, 1), got {bad}")
+    result: dict[str, Any] = {}
+    for fpr in fprs:
+        threshold = _threshold_at(imp, fpr)
+        result[tpr_key(fpr)] = float(_accepting(gen, threshold) / len(gen))
+        result[threshold_key(fpr)] = float(threshold)
+    below = np.searchsorted(imp, gen, side="left").astype(np.float64)
+    ties = np.searchsorted(imp, gen, side="right") - below
+    result["roc_auc"] = float((below.sum() + 0.5 * ties.sum()) / (len(gen) * float(len(imp))))
+    result["num_genuine_pairs"] = len(gen)
+    result["num_impostor_pairs"] = len(imp)
+    targets = np.geomspace(1.0 / len(imp), 1.0, max(2, roc_points))[:-1]
+    # FPR 0 (no impostor accepted, the most genuine pairs that allows), the log-spaced rates, and
+    # the lowest score (everything accepted).
+    points = [_threshold_at(imp, f) for f in (0.0, *targets)] + [np.float32(min(gen[0], imp[0]))]
+    thresholds = np.unique(points)
+    thresholds = np.concatenate([[np.nextafter(np.float32(max(gen[-1], imp[-1])), np.float32(np.inf))],
+                                 thresholds[::-1]])  # fmt: skip
+    result["roc"] = {
+        "fpr": _accepting(imp, thresholds) / len(imp),
+        "tpr": _accepting(gen, thresholds) / len(gen),
+        "threshold": thresholds.astype(np.float32),
+    }
+    return result
+
+
+def _pair_scores(
+    similarity: np.ndarray, gallery: _GalleryIndex, q_pids: np.ndarray, q_cams: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(genuine, impostor) similarities of a chunk of queries; junk pairs skipped as in ranking."""
+    _, (rows, cols) = gallery.junk_and_good(q_pids, q_cams)
+    impostor = (gallery.g_pids[None, :] != q_pids[:, None]) & (gallery.g_pids != JUNK_PERSON)[None, :]
+    return similarity[rows, cols], similarity[impostor]
+
+
+def verification_from_similarity(
+    similarity: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    fprs: tuple[float, ...] = VERIFICATION_FPRS,
+) -> dict[str, Any]:
+    """``verification_metrics`` of a (Q, G) cosine-similarity matrix (higher = more similar)."""
+    similarity = np.asarray(similarity, dtype=np.float32)
+    if similarity.ndim != 2:
+        raise MetricsError(f"similarity must be 2-D (queries x gallery), got shape {similarity.shape}")
+    q_pids, g_pids, q_camids, g_camids = _check_ids(*similarity.shape, q_pids, g_pids, q_camids, g_camids, 1)
+    _check_finite(similarity, "similarity")
+    genuine, impostor = _pair_scores(similarity, _GalleryIndex(g_pids, g_camids), q_pids, q_camids)
+    return verification_metrics(genuine, impostor, fprs)
+
+
+def verification_features(
+    q_feats: np.ndarray,
+    g_feats: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    fprs: tuple[float, ...] = VERIFICATION_FPRS,
+    *,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict[str, Any]:
+    """``verification_metrics`` on the features' inner products, one query chunk at a time (the
+    similarities of the kept pairs are collected: 4 bytes per pair)."""
+    q_feats = np.asarray(q_feats, dtype=np.float32)
+    g_feats = np.asarray(g_feats, dtype=np.float32)
+    if q_feats.ndim != 2 or g_feats.ndim != 2 or q_feats.shape[1] != g_feats.shape[1]:
+        raise MetricsError(f"features must be (Q, D) and (G, D), got {q_feats.shape} and {g_feats.shape}")
+    _check_finite(q_feats, "query features")
+    _check_finite(g_feats, "gallery features")
+    q_pids, g_pids, q_camids, g_camids = _check_ids(
+        len(q_feats), len(g_feats), q_pids, g_pids, q_camids, g_camids, 1
+    )
+    if chunk_size < 1:
+        raise MetricsError(f"chunk_size must be >= 1, got {chunk_size}")
+    gallery = _GalleryIndex(g_pids, g_camids)
+    # Impostors per query: the gallery minus its own person and the junk id (counted up front so
+    # that one array is filled in place instead of concatenating chunks: half the peak memory).
+    persons, counts = np.unique(g_pids, return_counts=True)
+    own = np.zeros(len(q_pids), dtype=np.int64)
+    found = np.isin(q_pids, persons)
+    own[found] = counts[np.searchsorted(persons, q_pids[found])]
+    junk = int((g_pids == JUNK_PERSON).sum())
+    per_query = len(g_pids) - own - np.where(q_pids == JUNK_PERSON, 0, junk)
+    impostor = np.empty(int(per_query.sum()), dtype=np.float32)
+    genuine_parts, filled = [], 0
+    for start in range(0, len(q_feats), chunk_size):
+        stop = min(start + chunk_size, len(q_feats))
+        similarity = q_feats[start:stop] @ g_feats.T
+        genuine, chunk_impostor = _pair_scores(similarity, gallery, q_pids[start:stop], q_camids[start:stop])
+        genuine_parts.append(genuine)
+        impostor[filled : filled + len(chunk_impostor)] = chunk_impostor
+        filled += len(chunk_impostor)
+    assert filled == len(impostor), (filled, len(impostor))  # the count above is the mask's
+    genuine_all = np.concatenate(genuine_parts) if genuine_parts else np.zeros(0, np.float32)
+    return verification_metrics(genuine_all, impostor, fprs)
 
 
 # -- rank lists ----------------------------------------------------------------------------------

@@ -6,8 +6,17 @@
   probes and their camera-2 tracklets the gallery (``reverse``: camera 2 -> camera 1). CMC is
   averaged over the splits afterwards (``components.evaluate.aggregate``).
 
+* ``labelled`` (users' own footage: ``tracklets``, ``videos``): the labelled test tracklets
+  (``person_id`` > 0; by default ingest holds every labelled tracklet out of training) form the
+  gallery; each of them whose person also has a labelled test tracklet in another camera is a
+  query. As in MARS, the query's own person in its own camera is junk (which drops the query
+  itself), so a query is scored on finding its person in the other cameras. Unlabelled
+  tracklets (``person_id`` -1) take no part. A dataset without such queries raises
+  ``NoLabelsError``: ``dal evaluate`` then skips with that note.
+
 The protocol follows the dataset's manifest name (``mars`` -> mars; ``prid2011`` / ``ilidsvid``
-and synthetic versions of them -> splits); any other name needs an explicit protocol.
+and synthetic versions of them -> splits; ``tracklets`` / ``videos`` -> labelled); any other name
+needs an explicit protocol.
 """
 
 from __future__ import annotations
@@ -19,17 +28,24 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from components.common.dataset import OWN_FOOTAGE
 from components.common.errors import DalError
 
-Protocol = Literal["mars", "splits"]
+Protocol = Literal["mars", "splits", "labelled"]
+PROTOCOLS = ("mars", "splits", "labelled")
 Direction = Literal["forward", "reverse"]
 MARS_DATASETS = frozenset({"mars"})
 SPLIT_DATASETS = frozenset({"prid2011", "ilidsvid"})
+OWN_DATASETS = frozenset(OWN_FOOTAGE)
 PROBE_CAMERA = 0  # 0-based camera ids: the dataset's camera 1 (PRID2011 cam_a, iLIDS-VID cam1)
 
 
 class ProtocolError(DalError, ValueError):
     """The requested protocol does not fit the dataset (or the features); the message says why."""
+
+
+class NoLabelsError(ProtocolError):
+    """Own footage without (enough) identity labels: nothing to score; the message says what is missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,17 +65,20 @@ def _canonical(name: str) -> str:
 
 def protocol_for(dataset_name: str, requested: str = "auto") -> Protocol:
     """The protocol of a dataset: from its name, or the explicitly requested one."""
-    if requested in ("mars", "splits"):
+    if requested in PROTOCOLS:
         return requested  # type: ignore[return-value]
     if requested != "auto":
-        raise ProtocolError(f"protocol must be auto, mars or splits, got {requested!r}")
+        raise ProtocolError(f"protocol must be auto, {', '.join(PROTOCOLS)}, got {requested!r}")
     canonical = _canonical(dataset_name)
     if canonical in MARS_DATASETS:
         return "mars"
     if canonical in SPLIT_DATASETS:
         return "splits"
+    if canonical in OWN_DATASETS:
+        return "labelled"
     raise ProtocolError(
-        f"dataset {dataset_name!r} has no known evaluation protocol; choose one with --protocol mars|splits"
+        f"dataset {dataset_name!r} has no known evaluation protocol; choose one with "
+        "--protocol mars|splits|labelled"
     )
 
 
@@ -71,6 +90,25 @@ def mars_protocol(tracklets: pd.DataFrame) -> EvalSet:
     if query.empty:
         raise ProtocolError("protocol mars: the dataset marks no query tracklets (is_query) in its test set")
     return EvalSet("mars", 0, "forward", query.reset_index(drop=True), test.reset_index(drop=True))
+
+
+def labelled_protocol(tracklets: pd.DataFrame) -> EvalSet:
+    test = tracklets[(tracklets["subset"] == "test") & (tracklets["person_id"] > 0)]
+    test = test.sort_values("tracklet_id").reset_index(drop=True)
+    if test.empty:
+        raise NoLabelsError(
+            "protocol labelled: no labelled test tracklets (person ids come from the index file's person "
+            "column or a video's labels.csv); the model is trained, there is nothing to score it on"
+        )
+    cameras_of = test.groupby("person_id")["camera_id"].nunique()
+    seen_twice = cameras_of.index[cameras_of >= 2]
+    query = test[test["person_id"].isin(seen_twice)].reset_index(drop=True)
+    if query.empty:
+        raise NoLabelsError(
+            f"protocol labelled: {len(test)} labelled test tracklets, but no person is labelled in two "
+            "cameras: re-ID needs a match in another camera"
+        )
+    return EvalSet("labelled", 0, "forward", query, test)
 
 
 def split_protocol(
@@ -109,17 +147,17 @@ def build_eval_set(
     direction: Direction = "forward",
 ) -> EvalSet:
     chosen = protocol_for(dataset_name, protocol)
-    if chosen == "mars":
+    if chosen in ("mars", "labelled"):
         if splits is not None and not splits.empty:
             raise ProtocolError(
-                f"protocol mars does not fit dataset {dataset_name!r}: it has train/test splits "
+                f"protocol {chosen} does not fit dataset {dataset_name!r}: it has train/test splits "
                 "(use the splits protocol)"
             )
         if split != 0:
-            raise ProtocolError(f"protocol mars has a single split (0), got split {split}")
+            raise ProtocolError(f"protocol {chosen} has a single split (0), got split {split}")
         if direction != "forward":
             raise ProtocolError("direction reverse applies to the splits protocol only")
-        return mars_protocol(tracklets)
+        return mars_protocol(tracklets) if chosen == "mars" else labelled_protocol(tracklets)
     return split_protocol(tracklets, splits, split, direction)
 
 

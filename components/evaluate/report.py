@@ -8,6 +8,9 @@ component wrappers only call ``write_*`` here. The pages read what the steps wro
 * a ``dal aggregate`` output folder: ``metrics.json`` (means under the metric names,
   ``<name>_std``, ``num_splits``, ``cmc``, ``cmc_std``) and ``cmc.png``.
 
+An evaluation that was skipped (own footage without labels: ``"evaluated": false``) gets a page
+that says so, with its note, instead of tables and curves.
+
 Pictures are embedded as base64 ``data:`` URIs and every text is escaped: a page needs no
 other file and no network (the KFP UI shows HTML in a sandboxed frame).
 """
@@ -260,8 +263,29 @@ def _cmc_picture(aggregate_dir_uri: str, aggregated: Aggregated, initial: Aggreg
     )
 
 
+def skipped_note(folder_uri: str) -> str | None:
+    """The note of a skipped evaluation (or aggregate of skipped ones) in ``folder_uri``; None if scored."""
+    uri = storage.join(folder_uri, METRICS_FILE)
+    document = _read_json(uri)
+    if isinstance(document, Mapping) and document.get("evaluated") is False:
+        return str(document.get("note", "")) or "no reason given"
+    return None
+
+
+def skipped_html(title: str, note: str) -> str:
+    return _page(title, [f"<p>Not evaluated: {html.escape(note)}</p>"])
+
+
+def skipped_markdown(title: str, note: str) -> str:
+    return f"### {_md(title)}\n\nNot evaluated: {_md(note)}\n"
+
+
 def write_split_report(evaluation_dir_uri: str, path: str) -> None:
     """The HTML page of one ``dal evaluate`` output folder, written to ``path``."""
+    note = skipped_note(evaluation_dir_uri)
+    if note is not None:
+        storage.write_bytes(path, skipped_html("evaluation skipped", note).encode("utf-8"))
+        return
     result = read_split(evaluation_dir_uri)
     ranklist_uri = storage.join(evaluation_dir_uri, RANKLIST_FILE)
     ranklist = storage.read_bytes(ranklist_uri) if storage.exists(ranklist_uri) else None
@@ -272,6 +296,10 @@ def write_split_report(evaluation_dir_uri: str, path: str) -> None:
 
 def write_aggregate_report(aggregate_dir_uri: str, path: str, initial_dir_uri: str | None = None) -> None:
     """The HTML page of a ``dal aggregate`` output folder (and the initial weights' one)."""
+    note = skipped_note(aggregate_dir_uri)
+    if note is not None:
+        storage.write_bytes(path, skipped_html("evaluation skipped", note).encode("utf-8"))
+        return
     aggregated = read_aggregated(aggregate_dir_uri)
     initial = read_aggregated(initial_dir_uri) if initial_dir_uri else None
     picture = _cmc_picture(aggregate_dir_uri, aggregated, initial)
@@ -283,6 +311,10 @@ def write_aggregate_markdown(
     aggregate_dir_uri: str, path: str, initial_dir_uri: str | None = None, embed_cmc: bool = True
 ) -> None:
     """The Markdown table of a ``dal aggregate`` output folder, with its CMC picture embedded."""
+    note = skipped_note(aggregate_dir_uri)
+    if note is not None:
+        storage.write_bytes(path, skipped_markdown("evaluation skipped", note).encode("utf-8"))
+        return
     aggregated = read_aggregated(aggregate_dir_uri)
     initial = read_aggregated(initial_dir_uri) if initial_dir_uri else None
     picture = _cmc_picture(aggregate_dir_uri, aggregated, initial) if embed_cmc else None

@@ -6,17 +6,28 @@ the query and gallery sets (``protocols``), ranks (``metrics``) and writes to ``
 
 * ``metrics.json``: flat scalars (``rank1`` ``rank5`` ``rank10`` ``rank20`` ``mAP``
   ``mAP_trapezoid`` as fractions in [0, 1], query/gallery counts, ``split``, ``protocol``,
-  ``direction``, ``dataset``) plus ``cmc``, the whole curve as a list;
-* ``cmc.png`` and ``ranklist.png`` (one frame per tracklet: query, then its top gallery tracklets
-  framed green when the person matches and red otherwise; junk is not shown).
+  ``direction``, ``dataset``, ``evaluated`` true) plus ``cmc``, the whole curve as a list; and the
+  verification over the same query x gallery pairs (``metrics.verification_metrics``):
+  ``tpr_at_fpr_0.001`` / ``0.01`` / ``0.1``, the cosine-similarity thresholds achieving them
+  ``threshold_at_fpr_0.001`` / ``0.01`` / ``0.1`` (same person when similarity >= threshold),
+  ``roc_auc``, ``num_genuine_pairs``, ``num_impostor_pairs``;
+* ``cmc.png``, ``roc.png`` and ``ranklist.png`` (one frame per tracklet: query, then its top
+  gallery tracklets framed green when the person matches and red otherwise; junk is not shown).
 
-All three are logged to MLflow when tracking is on (the scalars as metrics, the curve as metric
-``cmc`` over steps 1..max_rank). The printed summary also gives the metrics in percent.
+All are logged to MLflow when tracking is on (the scalars as metrics, the curve as metric
+``cmc`` over steps 1..max_rank; tag ``dal.evaluation`` = ``evaluated``). The printed summary
+also gives the metrics in percent. Aggregated over splits, the thresholds become the registered
+model version's ``metric.threshold_at_fpr_*`` tags, which ``dal search --threshold auto`` reads.
+
+Own footage without labels (``protocols.NoLabelsError``: no labelled test tracklets, or no
+person labelled in two cameras) is not an error: ``metrics.json`` is then ``{"evaluated": false,
+"note": <why>, "dataset", "protocol", "split", "direction"}``, no plot is written, the tag
+``dal.evaluation`` is ``skipped: <why>``, the note is printed and logged as a warning, and the
+summary carries ``evaluated`` false, the note and no metrics.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from typing import Any
@@ -31,13 +42,22 @@ from components.common.tracking import step_run
 from components.evaluate import metrics as metrics_lib
 from components.evaluate import plots
 from components.evaluate.config import EvaluateConfig
-from components.evaluate.metrics import METRIC_KEYS
-from components.evaluate.protocols import EvalSet, ProtocolError, build_eval_set, protocol_for, rows_of
+from components.evaluate.metrics import METRIC_KEYS, VERIFICATION_FPRS, threshold_key, tpr_key
+from components.evaluate.protocols import (
+    EvalSet,
+    NoLabelsError,
+    ProtocolError,
+    build_eval_set,
+    protocol_for,
+    rows_of,
+)
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 CMC_FILE = "cmc.png"
+ROC_FILE = "roc.png"
+EVALUATION_TAG = "dal.evaluation"
 RANKLIST_FILE = "ranklist.png"
 RANKLIST_CELL = (128, 64)  # (height, width) of one frame in ranklist.png
 
@@ -85,34 +105,6 @@ def resolve_split(config: EvaluateConfig, features: Features, protocol: str) -> 
     return split
 
 
-def _first_frames(dataset: Dataset, tracklet_ids: np.ndarray, size: tuple[int, int]) -> dict[int, np.ndarray]:
-    """One decoded frame (the first stored) per tracklet, resized to ``size``; streams row groups."""
-    from PIL import Image, UnidentifiedImageError
-
-    wanted = set(int(t) for t in tracklet_ids)
-    frames: dict[int, np.ndarray] = {}
-    for ref in dataset.row_groups():
-        todo = {t for t in wanted - frames.keys() if ref.tracklet_min <= t <= ref.tracklet_max}
-        if not todo:
-            continue
-        table = dataset.read_row_group(ref, ["tracklet_id", "image"])
-        ids = table.column("tracklet_id").to_numpy()
-        column = table.column("image")
-        for tracklet in todo:
-            hits = np.flatnonzero(ids == tracklet)
-            if len(hits) == 0:
-                continue
-            try:
-                with Image.open(io.BytesIO(column[int(hits[0])].as_py())) as image:
-                    resized = image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                    frames[tracklet] = np.asarray(resized)
-            except (UnidentifiedImageError, OSError) as exc:  # only a picture: show a blank cell
-                log.warning("ranklist: cannot decode a frame of tracklet %d (%s)", tracklet, exc)
-        if len(frames) == len(wanted):
-            break
-    return frames
-
-
 def _ranklist_png(
     dataset: Dataset,
     eval_set: EvalSet,
@@ -139,7 +131,7 @@ def _ranklist_png(
     )
     g_ids = gallery["tracklet_id"].to_numpy()
     needed = np.concatenate([query["tracklet_id"].to_numpy(), g_ids[top[top >= 0]]])
-    frames = _first_frames(dataset, needed, RANKLIST_CELL)
+    frames = plots.first_frames(dataset, needed, RANKLIST_CELL)
     rows = []
     for i, (_, q) in enumerate(query.iterrows()):
         shown = [frames.get(int(g_ids[j])) if j >= 0 else None for j in top[i]]
@@ -150,7 +142,13 @@ def _ranklist_png(
 
 
 def _percent_line(flat: dict[str, float]) -> str:
-    return ", ".join(f"{key} {100 * flat[key]:.2f} %" for key in METRIC_KEYS if key in flat)
+    ranking = ", ".join(f"{key} {100 * flat[key]:.2f} %" for key in METRIC_KEYS if key in flat)
+    verification = ", ".join(
+        f"TPR {100 * flat[tpr_key(f)]:.2f} % at FPR {f:g} (similarity >= {flat[threshold_key(f)]:.4f})"
+        for f in VERIFICATION_FPRS
+        if tpr_key(f) in flat
+    )
+    return f"{ranking}; {verification}" if verification else ranking
 
 
 def evaluate(
@@ -166,14 +164,19 @@ def evaluate(
         raise FeaturesError(f"{config.features}: features of dataset {meta_name!r}, not of {dataset.name!r}")
     protocol = protocol_for(dataset.name, config.protocol)
     split = resolve_split(config, features, protocol)
-    eval_set = build_eval_set(
-        dataset.name,
-        tracklets,
-        dataset.splits(),
-        protocol=protocol,
-        split=split,
-        direction=config.direction,
-    )
+    try:
+        eval_set = build_eval_set(
+            dataset.name,
+            tracklets,
+            dataset.splits(),
+            protocol=protocol,
+            split=split,
+            direction=config.direction,
+        )
+    except NoLabelsError as exc:
+        skipped = {"evaluated": False, "note": str(exc), "dataset": dataset.name, "protocol": protocol,
+                   "split": split, "direction": config.direction}  # fmt: skip
+        return skipped, {}
     q_rows = rows_of(features.tracklet_id, eval_set.query["tracklet_id"].to_numpy(), "query", config.features)
     g_rows = rows_of(
         features.tracklet_id, eval_set.gallery["tracklet_id"].to_numpy(), "gallery", config.features
@@ -191,8 +194,16 @@ def evaluate(
         workers=config.threads or len(os.sched_getaffinity(0)),
         per_query=True,
     )
-    flat = metrics_lib.flat_metrics(result)
+    ids = (
+        eval_set.query["person_id"].to_numpy(),
+        eval_set.gallery["person_id"].to_numpy(),
+        eval_set.query["camera_id"].to_numpy(),
+        eval_set.gallery["camera_id"].to_numpy(),
+    )
+    verification = metrics_lib.verification_features(q_feats, g_feats, *ids, chunk_size=config.chunk_size)
+    flat = metrics_lib.flat_metrics(result) | metrics_lib.flat_metrics(verification)
     document: dict[str, Any] = {
+        "evaluated": True,
         **flat,
         "dataset": dataset.name,
         "protocol": eval_set.protocol,
@@ -201,7 +212,15 @@ def evaluate(
         "cmc": [float(v) for v in result["cmc"]],
     }
     title = f"{dataset.name} ({eval_set.protocol}, split {eval_set.split}, {eval_set.direction})"
-    pictures = {CMC_FILE: plots.cmc_png({"CMC": result["cmc"]}, title=f"CMC — {title}")}
+    pictures = {
+        CMC_FILE: plots.cmc_png({"CMC": result["cmc"]}, title=f"CMC — {title}"),
+        ROC_FILE: plots.roc_png(
+            verification["roc"]["fpr"],
+            verification["roc"]["tpr"],
+            {f: (verification[tpr_key(f)], verification[threshold_key(f)]) for f in VERIFICATION_FPRS},
+            title=f"verification ROC — {title}",
+        ),
+    }
     if config.num_ranklist_queries:
         pictures[RANKLIST_FILE] = _ranklist_png(
             dataset, eval_set, q_feats, g_feats, result, config.num_ranklist_queries, config.ranklist_size
@@ -214,15 +233,18 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
         dataset = Dataset.open(config.dataset)
         logger.log_dataset(dataset.name, dataset.root, dataset.digest, "evaluation")
         document, pictures = evaluate(config, dataset)
-        flat = metrics_lib.flat_metrics({k: v for k, v in document.items() if k != "split"})
         storage.ensure_dir(config.output)
         outputs = {"metrics": storage.join(config.output, METRICS_FILE)}
+        if document["evaluated"] is False:
+            return _skipped(document, outputs, logger)
+        flat = metrics_lib.flat_metrics({k: v for k, v in document.items() if k != "split"})
         storage.write_json(outputs["metrics"], document)
         for name, png in pictures.items():
             outputs[name.removesuffix(".png")] = storage.join(config.output, name)
             storage.write_bytes(outputs[name.removesuffix(".png")], png)
         log.info("%s: %s", document["dataset"], _percent_line(flat))
         logger.set_tags({f"dal.{k}": document[k] for k in ("dataset", "protocol", "split", "direction")})
+        logger.set_tags({EVALUATION_TAG: "evaluated"})
         logger.log_metrics(flat)
         for rank, value in enumerate(document["cmc"], start=1):
             logger.log_metrics({"cmc": value}, step=rank)
@@ -236,5 +258,27 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
             "split": document["split"],
             "direction": document["direction"],
             "outputs": outputs,
+            "evaluated": True,
             "mlflow_run_id": logger.run_id,
         }
+
+
+def _skipped(document: dict[str, Any], outputs: dict[str, str], logger: Any) -> dict[str, Any]:
+    """Own footage without labels: metrics.json with the note, no plots, the note logged."""
+    storage.write_json(outputs["metrics"], document)
+    note = document["note"]
+    # A warning reaches stderr even where logging is not configured (Python's last-resort handler).
+    log.warning("%s: NOT EVALUATED: %s", document["dataset"], note)
+    logger.set_tags({f"dal.{k}": document[k] for k in ("dataset", "protocol", "split", "direction")})
+    logger.set_tags({EVALUATION_TAG: f"skipped: {note}"[:5000]})  # MLflow's tag value limit
+    logger.log_dict(document, METRICS_FILE)
+    return {
+        "evaluated": False,
+        "note": note,
+        "metrics": {},
+        "protocol": document["protocol"],
+        "split": document["split"],
+        "direction": document["direction"],
+        "outputs": outputs,
+        "mlflow_run_id": logger.run_id,
+    }

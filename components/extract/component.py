@@ -20,22 +20,26 @@ def extract(
     features: Output[Dataset],
     variant: str = "",
 ) -> None:
-    """Features of the split's test tracklets (``extract_options``: the user's ExtractConfig
-    fields); ``variant`` names a model other than the trained one
+    """Features of the split's test tracklets (own footage: of every tracklet, the gallery that
+    `dal search` runs over; evaluation picks the labelled ones) (``extract_options``: the user's
+    ExtractConfig fields); ``variant`` names a model other than the trained one
     (``initial``: the weights training started from), kept in a folder of that name."""
     from components.common import kfp_io, storage
+    from components.common.dataset import OWN_FOOTAGE, Dataset
     from components.extract.config import EXTRACT_OPTIONS
     from components.extract.run import run
 
     split = int(split)  # ParallelFor items may arrive as floats
+    dataset = kfp_io.pointed_uri(ingested)
+    subset = "all" if Dataset.open(dataset).name in OWN_FOOTAGE else "test"
     output = storage.join(kfp_io.run_dir(storage_root, run_key, split, variant), "features.parquet")
     summary = run(
         EXTRACT_OPTIONS.build(
             extract_options,
-            dataset=kfp_io.pointed_uri(ingested),
+            dataset=dataset,
             model=kfp_io.pointed_uri(model),
             output=output,
-            subset="test",
+            subset=subset,
             split=split,
             progress=False,
             mlflow_tracking_uri=mlflow_tracking_uri,

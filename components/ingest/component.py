@@ -44,23 +44,31 @@ def ingest(
     dataset: str,
     source: str,
     split_lists: str,
+    ingest_options: dict,
     storage_root: str,
     mlflow_tracking_uri: str,
     mlflow_experiment: str,
     mlflow_parent_run_id: str,
     ingested: Output[Dataset],
 ) -> None:
-    """`dal ingest` into ``<storage_root>/datasets/<dataset>-<hash of the source>``."""
+    """`dal ingest` into ``<storage_root>/datasets/<dataset>-<hash of the source and options>``
+    (``ingest_options``: the user's IngestConfig fields, e.g. ``min_track_frames`` for videos)."""
     import hashlib
+    import json
 
     from components.common import kfp_io, storage
-    from components.ingest.config import IngestConfig
+    from components.ingest.config import INGEST_OPTIONS
     from components.ingest.run import run
 
-    key = hashlib.sha256(f"{dataset}\n{source}\n{split_lists}".encode()).hexdigest()[:12]
+    options = INGEST_OPTIONS.validate(ingest_options, dataset=dataset, source=source, output="-")
+    digest = json.dumps(
+        {"dataset": dataset, "source": source, "split_lists": split_lists, **options}, sort_keys=True
+    )
+    key = hashlib.sha256(digest.encode()).hexdigest()[:12]
     output = storage.join(kfp_io.storage_root(storage_root), "datasets", f"{dataset}-{key}")
     summary = run(
-        IngestConfig(
+        INGEST_OPTIONS.build(
+            ingest_options,
             dataset=dataset,
             source=source,
             output=output,

@@ -7,16 +7,21 @@ from dataclasses import field
 from typing import Literal
 
 from components.common.config import require
+from components.common.options import StepOptions
 from components.common.tracking import TrackingOptions
 
-DATASETS = ("mars", "prid2011", "ilidsvid")
+DATASETS = ("mars", "prid2011", "ilidsvid", "tracklets", "videos")
 SPLIT_DATASETS = ("prid2011", "ilidsvid")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class IngestConfig(TrackingOptions):
-    dataset: Literal["mars", "prid2011", "ilidsvid"] = field(
-        metadata={"help": "raw layout of the source: mars, prid2011 or ilidsvid"}
+    dataset: Literal["mars", "prid2011", "ilidsvid", "tracklets", "videos"] = field(
+        metadata={
+            "help": "raw layout of the source: mars, prid2011, ilidsvid (benchmarks); tracklets (your own "
+            "<camera>/<tracklet>/<frames> folders or an --index file); videos (your own <camera>/video.* "
+            "+ tracks.txt in MOTChallenge format)"
+        }
     )
     source: str = field(metadata={"help": "root of the raw dataset: a local folder or an s3://bucket/prefix"})
     output: str = field(
@@ -61,6 +66,25 @@ class IngestConfig(TrackingOptions):
     query_seed: int = field(
         default=0, metadata={"help": "MARS without info/: seed of the query-selection rule"}
     )
+    index: str = field(
+        default="",
+        metadata={
+            "help": "tracklets: a CSV or Parquet index (columns path, camera, tracklet; optional frame, "
+            "person, subset), paths relative to the source; empty: <source>/index.csv or index.parquet "
+            "when present, else the folder layout (unlabelled); none: the folder layout"
+        },
+    )
+    min_track_frames: int = field(
+        default=8, metadata={"help": "videos: tracks with fewer usable boxes are dropped (counted)"}
+    )
+    max_track_frames: int = field(
+        default=200,
+        metadata={
+            "help": "videos: a longer track becomes consecutive tracklets of at most this many frames "
+            "(bounds memory: only open tracklets' crops are held)"
+        },
+    )
+    frame_stride: int = field(default=1, metadata={"help": "videos: keep every k-th box of a track"})
     workers: int = field(default=4, metadata={"help": "threads reading and validating frames"})
     max_in_flight: int = field(
         default=64, metadata={"help": "frames being read or waiting to be written, at most (bounds memory)"}
@@ -101,6 +125,14 @@ class IngestConfig(TrackingOptions):
         require(
             not (self.split_lists and self.split_mat), "split_mat", "give split_lists or split_mat, not both"
         )
+        require(not self.index or self.dataset == "tracklets", "index", "only for the tracklets dataset")
+        require(self.min_track_frames >= 1, "min_track_frames", "must be at least 1")
+        require(
+            self.max_track_frames >= self.min_track_frames,
+            "max_track_frames",
+            "must be at least min_track_frames",
+        )
+        require(self.frame_stride >= 1, "frame_stride", "must be at least 1")
         require(self.num_splits >= 1, "num_splits", "must be at least 1")
         require(self.prid_min_frames >= 1, "prid_min_frames", "must be at least 1")
         require(bool(self.mars_info.strip()), "mars_info", "use auto, none or a folder")
@@ -109,3 +141,11 @@ class IngestConfig(TrackingOptions):
         require(self.shard_size_mb > 0, "shard_size_mb", "must be positive")
         require(self.row_group_rows >= 1, "row_group_rows", "must be at least 1")
         require(0 <= self.jpeg_quality <= 100, "jpeg_quality", "must be 0 (keep) or 1..100")
+
+
+# What the pipeline sets per run (its ``dataset``, ``split_lists`` and paths); the rest: ``ingest_options``.
+INGEST_OPTIONS = StepOptions(
+    "ingest_options", IngestConfig, frozenset({"dataset", "source", "output", "split_lists", "progress"})
+)
+# Stand-ins for the paths when options are checked before the run (they must differ).
+CHECK_PATHS = {"source": "raw-source", "output": "dataset"}

@@ -24,13 +24,13 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from components.common import tracking
+from components.common import storage, tracking
 from components.common.dataset import FRAME_SCHEMA, TRACKLET_SCHEMA, DatasetWriter, manifest_summary
 from components.common.errors import DalError
 from components.ingest.config import IngestConfig
 from components.ingest.datasets import ilidsvid, mars, prid2011
 from components.ingest.datasets.base import RawSource, RawTracklet
-from components.ingest.raw_frames import CheckedFrame, bounded_map, load_frame
+from components.ingest.raw_frames import CheckedFrame, bounded_map, load_frame, validate
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,35 @@ def open_source(config: IngestConfig) -> RawSource:
             split_seed=config.split_seed,
             allow_missing_persons=config.allow_missing_persons,
         )
+    if config.dataset == "tracklets":
+        from components.ingest.datasets import tracklets
+
+        index = "" if config.index == "none" else config.index or default_index(root)
+        return tracklets.open_source(root, index=index)
+    if config.dataset == "videos":
+        from components.ingest.datasets import videos  # PyAV: imported only for videos
+
+        return videos.open_source(
+            root,
+            min_track_frames=config.min_track_frames,
+            max_track_frames=config.max_track_frames,
+            frame_stride=config.frame_stride,
+            jpeg_quality=config.jpeg_quality,
+        )
     raise DalError(f"dataset: unknown dataset {config.dataset!r}")
+
+
+DEFAULT_INDEX_FILES = ("index.csv", "index.parquet")
+
+
+def default_index(root: str) -> str:
+    """``<root>/index.csv`` or ``index.parquet`` when the tracklets source has one, else "" (folders):
+    an index beside the frames is what a user (and ``dal synth --layout tracklets``) puts there."""
+    for name in DEFAULT_INDEX_FILES:
+        uri = storage.join(root, name)
+        if storage.exists(uri):
+            return uri
+    return ""
 
 
 class _Stats:
@@ -88,6 +116,9 @@ def _write_frames(raw: RawSource, writer: DatasetWriter, config: IngestConfig) -
                 yield tracklet_id, tracklet, position, path
 
     def load(job: Job) -> tuple[Job, CheckedFrame]:
+        tracklet, position = job[1], job[2]
+        if tracklet.encoded:  # crops the reader cut from a video, already JPEG at its quality
+            return job, validate(tracklet.encoded[position])
         return job, load_frame(raw.tree, job[3], config.jpeg_quality)
 
     def close_tracklet(tracklet_id: int, tracklet: RawTracklet, kept: int) -> None:
@@ -166,9 +197,7 @@ def ingest(raw: RawSource, config: IngestConfig) -> dict[str, Any]:
                 "config": tracking.settings_without_tracking(config),
                 "protocol": raw.protocol,
                 "image_encoding": {
-                    "stored": f"jpeg (quality {config.jpeg_quality})"
-                    if config.jpeg_quality
-                    else "original bytes",
+                    "stored": _stored_encoding(raw, config),
                     "formats": stats.formats,
                 },
                 "skipped_corrupt": stats.skipped_count,
@@ -176,6 +205,13 @@ def ingest(raw: RawSource, config: IngestConfig) -> dict[str, Any]:
             }
         }
         return writer.finish(tracklets, raw.splits, extra)
+
+
+def _stored_encoding(raw: RawSource, config: IngestConfig) -> str:
+    cut = raw.protocol.get("rules", {}).get("jpeg_quality") if raw.dataset == "videos" else None
+    if cut:  # crops cut from the videos, encoded by the reader
+        return f"jpeg crops (quality {cut})"
+    return f"jpeg (quality {config.jpeg_quality})" if config.jpeg_quality else "original bytes"
 
 
 def run(config: IngestConfig) -> dict[str, Any]:

@@ -34,14 +34,23 @@ def run(config: SynthConfig) -> dict[str, Any]:
     started = time.perf_counter()
     output = storage.resolve(config.output)[1]
     check_output(output)
-    plan = plan_dataset(config)
+    plan = plan_dataset(config.planned)
     if not plan.tracklets:
         raise DalError("the config selects no tracklets")
     counts = plan_counts(plan)
     tmp = staging_path(output)
     try:
         os.makedirs(tmp)
-        write_frames(config, tmp, plan)
+        if config.layout == "tracklets":
+            from components.ingest.synthetic_tracklets_layout import write_tracklets_layout
+
+            write_tracklets_layout(config.planned, tmp, plan)
+        elif config.layout == "videos":
+            from components.ingest.synthetic_videos import write_videos_layout
+
+            write_videos_layout(config.planned, tmp, plan)
+        else:
+            write_frames(config, tmp, plan)
         if config.layout == "mars" and config.with_info:
             write_mars_info(tmp, plan)
         storage.write_json(

@@ -21,19 +21,27 @@ from typing import Literal
 
 from components.common.config import require
 
-Layout = Literal["mars", "prid2011", "ilidsvid"]
-LAYOUTS: tuple[str, ...] = ("mars", "prid2011", "ilidsvid")
+Layout = Literal["mars", "prid2011", "ilidsvid", "tracklets", "videos"]
+LAYOUTS: tuple[str, ...] = ("mars", "prid2011", "ilidsvid", "tracklets", "videos")
+# Users' own footage: a MARS-like set of cameras and tracklets (planned as MARS), written as tracklet
+# folders + index.csv, or as one video + MOTChallenge tracks per camera. The MARS test persons are
+# the labelled subset (index.csv's / labels.csv's person column); everything else is unlabelled.
+OWN_LAYOUTS: tuple[str, ...] = ("tracklets", "videos")
 
 # Widest numbers the real file names can hold: person id digits, frame number digits.
-MAX_PERSON_ID = {"mars": 9999, "prid2011": 9999, "ilidsvid": 999}
-MAX_FRAME_NUMBER = {"mars": 999, "prid2011": 9999, "ilidsvid": 99999}
+MAX_PERSON_ID = {"mars": 9999, "prid2011": 9999, "ilidsvid": 999, "tracklets": 9999, "videos": 9999}
+MAX_FRAME_NUMBER = {"mars": 999, "prid2011": 9999, "ilidsvid": 99999, "tracklets": 999, "videos": 999}
 MAX_MARS_CAMERAS = 6
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SynthConfig:
     layout: Layout = field(
-        metadata={"help": "raw layout and file naming to write: mars (JPEG), prid2011 or ilidsvid (PNG)"}
+        metadata={
+            "help": "raw layout and file naming to write: mars (JPEG), prid2011 or ilidsvid (PNG); "
+            "tracklets (<camera>/<tracklet>/<n>.jpg + index.csv) or videos (<camera>/video.mp4 + "
+            "tracks.txt + labels.csv): own-footage layouts of a MARS-like set"
+        }
     )
     output: str = field(
         metadata={
@@ -144,7 +152,12 @@ class SynthConfig:
             "num_identities",
             f"must be in 2..{max_person} for {self.layout}, got {self.num_identities}",
         )
-        if self.layout == "mars":
+        require(
+            not (self.reference_dir and self.layout in OWN_LAYOUTS),
+            "reference_dir",
+            f"reproduces a benchmark's structure; the {self.layout} layout has none",
+        )
+        if self.layout in ("mars", *OWN_LAYOUTS):
             require(
                 self.num_cameras == 0 or 2 <= self.num_cameras <= MAX_MARS_CAMERAS,
                 "num_cameras",
@@ -204,4 +217,9 @@ class SynthConfig:
         """The number of cameras after resolving 0 to the dataset's own."""
         if self.num_cameras:
             return self.num_cameras
-        return MAX_MARS_CAMERAS if self.layout == "mars" else 2
+        return MAX_MARS_CAMERAS if self.layout in ("mars", *OWN_LAYOUTS) else 2
+
+    @property
+    def planned(self) -> SynthConfig:
+        """The config the planner and renderer see: own-footage layouts are planned as MARS."""
+        return dataclasses.replace(self, layout="mars") if self.layout in OWN_LAYOUTS else self

@@ -19,6 +19,7 @@ def start_run(
     job_id: str,
     run_name: str,
     params: dict,
+    ingest_options: dict,
     train_options: dict,
     extract_options: dict,
     evaluate_options: dict,
@@ -34,12 +35,14 @@ def start_run(
     from components.common.tracking import resolve_tracking_uri, start_pipeline_run
     from components.evaluate.config import EVALUATE_OPTIONS
     from components.extract.config import EXTRACT_OPTIONS
+    from components.ingest.config import CHECK_PATHS, INGEST_OPTIONS
     from components.train.config import TRAIN_OPTIONS
     from components.train.launch import check_world_size
     from components.train.trainjob import TRAINJOB_OPTIONS
 
     params = {key: integral(value) for key, value in params.items()}
     checked = {
+        "ingest": INGEST_OPTIONS.validate(ingest_options, dataset=params["dataset"], **CHECK_PATHS),
         "train": TRAIN_OPTIONS.validate(train_options),
         "extract": EXTRACT_OPTIONS.validate(extract_options),
         "evaluate": EVALUATE_OPTIONS.validate(evaluate_options),
@@ -82,6 +85,8 @@ def register_candidate(
 ) -> str:
     """Register ONE model version per pipeline run, with alias ``candidate`` and the run's
     aggregated metrics (all splits) as tags; returns the version ("" when nothing is registered).
+    Own footage without labels has no metrics (``metrics``: aggregate's ``evaluation_note``): the
+    candidate is registered unscored, tagged with the note, and never promoted.
 
     The version is split 0's model: every split trains its own model on its own train half, and
     the first (the only one of MARS) stands for the run; the others stay logged in their runs.
@@ -111,8 +116,12 @@ def register_candidate(
         "storage_uri": first.model_uri,
     }
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+    unscored = str(metrics.get("evaluation_note", ""))  # own footage without labels (aggregate)
     name = model_name or registry.default_model_name(dataset, synthetic=not source_uri)
-    return registry.register_candidate(uri, name, first.mlflow_model_uri, numeric, tags).version
+    registered = registry.register_candidate(
+        uri, name, first.mlflow_model_uri, numeric, tags, unscored=unscored
+    )
+    return registered.version
 
 
 @dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)

@@ -1,8 +1,11 @@
-"""Training metrics that rank 0 logs: running means, throughput and association precision.
+"""Training metrics that rank 0 logs: running means, throughput and the association's state.
 
-Association precision is MONITORING ONLY: it reads the person ids of the train tracklets from
-the tracklet table to score the cyclic matches that DAL found without them. Nothing here
-feeds the loss or the anchors.
+The association monitor reports label-free diagnostics on every dataset (the share of
+cyclically consistent tracklets, how close each anchor's nearest other anchor in its camera is,
+how close the cross-camera matches are) and, where the train tracklets have person ids,
+association precision: MONITORING ONLY, it reads those ids to score the cyclic matches that DAL
+found without them. Users' own footage usually has no ids: then only the label-free part is
+logged. Nothing here feeds the loss or the anchors.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from torch import Tensor
 
 from components.common.dataset import Dataset
-from components.train.association import AnchorAssociation
+from components.train.association import AnchorAssociation, l2_normalize
 from components.train.config import dataset_key
 from components.train.data import TrainIndex
 
@@ -75,12 +78,17 @@ class Throughput:
 
 
 class AssociationMonitor:
-    """Scores the association's cyclic matches against person ids (monitoring only).
+    """The association's state from its anchors; scored against person ids where there are any.
 
-    ``association_precision``: of the tracklets whose cyclic ranking is consistent, the share
-    whose cross-camera match is the same person. Tracklets of unknown persons (MARS: 0
-    distractor, -1 junk; elsewhere -1) are left out. ``chance`` is the precision of a match
-    drawn uniformly from the other cameras' train tracklets.
+    Label-free, always: ``consistent_tracklets`` (share of tracklets whose cyclic ranking is
+    consistent, i.e. that get a cross-camera anchor), ``anchor_nearest_similarity`` (mean cosine
+    similarity of each intra-camera anchor to the nearest other one of its camera: near 1, the
+    anchors of a camera collapse; low, they spread) and ``cross_match_similarity`` (mean cosine
+    similarity of each tracklet's anchor to its cross-camera match, over the consistent ones).
+    With person ids: ``association_precision``: of the tracklets whose cyclic ranking is
+    consistent, the share whose cross-camera match is the same person. Tracklets of unknown persons
+    (MARS: 0 distractor, -1 junk; elsewhere -1, own footage's unlabelled) are left out. ``chance``
+    is the precision of a match drawn uniformly from the other cameras' train tracklets.
     """
 
     def __init__(self, dataset: Dataset, index: TrainIndex, split: int) -> None:
@@ -106,6 +114,13 @@ class AssociationMonitor:
         rows = (self.offsets[match.camera_ids.cpu()] + match.tracklet_ids.cpu()).numpy()
         matched = (self.offsets[match.matched_camera_ids.cpu()] + match.matched_tracklet_ids.cpu()).numpy()
         consistent = match.consistent.cpu().numpy()
+        scores = {"consistent_tracklets": float(consistent.mean()), **anchor_statistics(association)}
+        anchors = l2_normalize(torch.cat(association.intra_anchors).detach().double()).cpu()
+        if consistent.any():
+            cosine = (anchors[rows[consistent]] * anchors[matched[consistent]]).sum(1)
+            scores["cross_match_similarity"] = float(cosine.mean())
+        if not self.has_persons:
+            return scores
         known = self.known.numpy()
         persons = self.persons.numpy()
         valid = known[rows] & known[matched]
@@ -114,8 +129,23 @@ class AssociationMonitor:
         return {
             "association_precision": float(same[scored].mean()) if scored.any() else 0.0,
             "match_precision_all": float(same[valid].mean()) if valid.any() else 0.0,
-            "consistent_tracklets": float(consistent.mean()),
+            **scores,
         }
+
+
+def anchor_statistics(association: AnchorAssociation) -> dict[str, float]:
+    """``anchor_nearest_similarity``: the mean over tracklets of the cosine similarity of its intra-camera
+    anchor to the nearest other anchor of its camera (cameras with one tracklet have none, left out).
+    One camera's (T_c, T_c) similarity matrix at a time: MARS's largest camera is ~2k tracklets."""
+    nearest = []
+    for anchors in association.intra_anchors:
+        if anchors.shape[0] < 2:
+            continue
+        unit = l2_normalize(anchors.detach().double())
+        similarity = unit @ unit.T
+        similarity.fill_diagonal_(-float("inf"))
+        nearest.append(similarity.max(1).values.cpu())
+    return {"anchor_nearest_similarity": float(torch.cat(nearest).mean())} if nearest else {}
 
 
 def _chance(persons: np.ndarray, cameras: np.ndarray, known: np.ndarray) -> float:

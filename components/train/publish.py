@@ -1,10 +1,17 @@
 """The trained model leaves training here: ``<output>/model.pt`` and the MLflow run.
 
-``model.pt`` is the weights-only artifact (components.model.artifact) that extraction loads;
-MLflow gets the same file as an artifact plus the EMA backbone in its pytorch flavour, whose URI
-the pipeline registers in the model registry. That MLflow model carries an input example, a few
-real train frames prepared as the backbone takes them (``example_frames``), and the signature of
-its output on them.
+``model.pt`` is the weights-only artifact (components.model.artifact) that extraction loads.
+MLflow gets the same file as a run artifact and two logged models:
+
+* ``model``: the serving pyfunc (components.model.serving): encoded frames of tracklets in, one
+  pooled, L2-normalised embedding per tracklet out, exactly as ``dal extract`` computes it. Its
+  URI is what ``publish_model`` returns and the pipeline registers. Input example: the first
+  frames of the first train tracklets of the split, the stored JPEG/PNG bytes
+  (``example_tracklets``); the signature is fixed (``serving.signature``).
+* ``backbone``: the EMA backbone in MLflow's pytorch flavour, for raw tensors: normalised
+  (N, 3, H, W) float32 in, unnormalised (N, D) frame features out. Its input example is a few
+  real train frames prepared as the backbone takes them (``example_frames``), its signature
+  that of its output on them.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import tempfile
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -29,10 +37,16 @@ MODEL_FILE = "model.pt"
 # The weights training starts from (the init: ImageNet or random), in the same format, so that
 # evaluating it beside model.pt shows what training added.
 INITIAL_MODEL_FILE = "initial.pt"
-# Frames in the MLflow input example. MLflow writes it as JSON twice (input_example.json and an
-# indented serving_input_example.json): ~3.8 MB a frame at 224x112, against ~9 MB of MobileNetV2
-# weights, so one frame; the signature's batch dimension is variable (-1) all the same.
+# Frames in the backbone's MLflow input example. MLflow writes it as JSON twice (input_example.json
+# and an indented serving_input_example.json): ~3.8 MB a frame at 224x112, against ~9 MB of
+# MobileNetV2 weights, so one frame; the signature's batch dimension is variable (-1) all the same.
 EXAMPLE_FRAMES = 1
+# The serving model's input example: encoded frames (a few KiB each, base64 in the JSON) of two
+# tracklets, enough to show that rows of several tracklets give one row each.
+EXAMPLE_TRACKLETS = 2
+EXAMPLE_FRAMES_PER_TRACKLET = 3
+SERVING_MODEL_NAME = "model"  # the logged model the pipeline registers
+BACKBONE_MODEL_NAME = "backbone"
 
 
 def model_info(config: TrainConfig, feature_dim: int) -> ModelInfo:
@@ -70,12 +84,43 @@ def example_frames(
     return torch.stack(list(frames.values())).numpy()  # fewer train tracklets than count
 
 
+def example_tracklets(
+    dataset: Dataset,
+    train_ids: np.ndarray,
+    tracklets: int = EXAMPLE_TRACKLETS,
+    frames: int = EXAMPLE_FRAMES_PER_TRACKLET,
+) -> pd.DataFrame:
+    """The serving model's input example: the first ``frames`` frames (by frame index) of the
+    first ``tracklets`` of ``train_ids`` (sorted train tracklet ids), as stored (encoded bytes);
+    columns ``tracklet`` (the dataset's tracklet name) and ``image``."""
+    from components.model import serving  # imports mlflow (seconds): only when tracking
+
+    chosen = np.asarray(train_ids, np.int64)[:tracklets]
+    if not len(chosen):
+        raise DalError(f"{dataset.root}: no train tracklets for the MLflow input example")
+    names = dataset.tracklets().set_index("tracklet_id")["name"]
+    parts = []
+    for ref in dataset.row_groups_holding(chosen):
+        part = dataset.read_row_group(ref, ["tracklet_id", "frame_index", "image"]).to_pandas()
+        parts.append(part[part["tracklet_id"].isin(chosen)])
+    rows = pd.concat(parts).sort_values(["tracklet_id", "frame_index"]).groupby("tracklet_id").head(frames)
+    return pd.DataFrame(
+        {
+            serving.TRACKLET: [str(names.loc[t]) for t in rows["tracklet_id"]],
+            serving.IMAGE: [bytes(b) for b in rows["image"]],
+        }
+    )
+
+
 def publish_model(
     config: TrainConfig, ema_model: nn.Module, logger: RunLogger, example: np.ndarray | None
 ) -> tuple[str, str]:
-    """Write ``<output>/model.pt`` (the EMA weights) and log it to MLflow; both URIs ("" untracked).
+    """Write ``<output>/model.pt`` (the EMA weights) and log it to MLflow; returns its URI and the
+    serving model's ``models:/<model_id>`` URI ("" untracked).
 
-    ``example``: ``example_frames`` of the training data, needed only when ``logger`` is active.
+    ``example``: ``example_frames`` of the training data (the backbone's input example), needed
+    only when ``logger`` is active; the serving example is read here (``example_tracklets`` of
+    the split's train tracklets).
     """
     info = model_info(config, ema_model.feature_dim)
     uri = storage.join(config.output, MODEL_FILE)
@@ -84,7 +129,12 @@ def publish_model(
         save_model(local, ema_model, info)
         storage.upload_file(local, uri)
         logger.log_artifact(local)
-    return uri, log_mlflow_model(logger, ema_model, info, example)
+        if not logger.active:
+            return uri, ""
+        dataset = Dataset.open(config.dataset)
+        train_ids = dataset.subset_tracklets("train", config.split)["tracklet_id"].sort_values().to_numpy()
+        log_backbone_model(logger, ema_model, info, example)
+        return uri, log_serving_model(logger, local, example_tracklets(dataset, train_ids))
 
 
 def publish_initial_model(config: TrainConfig, model: nn.Module) -> str:
@@ -99,13 +149,25 @@ def publish_initial_model(config: TrainConfig, model: nn.Module) -> str:
     return uri
 
 
-def log_mlflow_model(logger: RunLogger, model: nn.Module, info: ModelInfo, example: np.ndarray | None) -> str:
-    """Log the EMA backbone with MLflow's pytorch flavour; the model URI (empty without tracking).
+def log_serving_model(logger: RunLogger, model_file: str, example: pd.DataFrame) -> str:
+    """Log the serving pyfunc (``model``) of ``model_file`` (a local model.pt); its model URI
+    (empty without tracking). Registration is the pipeline's job, from the returned URI."""
+    if not logger.active:
+        return ""
+    from components.model import serving
+
+    return serving.log_model(model_file, example, name=SERVING_MODEL_NAME)
+
+
+def log_backbone_model(
+    logger: RunLogger, model: nn.Module, info: ModelInfo, example: np.ndarray | None
+) -> str:
+    """Log the EMA backbone with MLflow's pytorch flavour (``backbone``); the model URI (empty
+    without tracking).
 
     ``example`` (frames in [0, 1], (N, 3, H, W)) is normalised with the model's mean and std,
     which is what the backbone takes, and becomes the input example; the signature is inferred
-    from the model's output on it. Registration in the model registry is the pipeline's job,
-    from the returned URI.
+    from the model's output on it.
     """
     if not logger.active:
         return ""
@@ -126,7 +188,7 @@ def log_mlflow_model(logger: RunLogger, model: nn.Module, info: ModelInfo, examp
     # "pickle": the "pt2" default traces one fixed input shape; model.pt stays the weights-only copy.
     logged = mlflow.pytorch.log_model(
         cpu_model,
-        name="model",
+        name=BACKBONE_MODEL_NAME,
         signature=signature,
         input_example=pixels.numpy(),
         pip_requirements=requirements,

@@ -25,6 +25,7 @@ from components.common.dataset import Dataset
 from components.common.distributed import DistEnv, barrier, distributed
 from components.common.errors import DalError
 from components.common.tracking import RunLogger, settings_without_tracking, step_run
+from components.evaluate.protocols import NoLabelsError, build_eval_set
 from components.model.artifact import IMAGENET_MEAN, IMAGENET_STD
 from components.model.backbones import build_backbone, load_weights
 from components.model.embed import forward_precision, model_input
@@ -236,7 +237,7 @@ class Trainer:
             logger.log_params(
                 {**self.plan.params(), "world_size": env.world_size, "workers_used": self.workers}
             )
-            if monitor is not None:
+            if monitor is not None and monitor.has_persons:
                 logger.log_metrics({"association_precision_chance": monitor.chance}, step=state.step)
             if evaluation.every and state.step == 0:  # the curve's starting point
                 evaluation(0, state.ema.module, logger)
@@ -333,18 +334,28 @@ class Trainer:
             self.model = DistributedDataParallel(self.state.network, device_ids=device_ids)
 
     def _monitors(self) -> tuple[AssociationMonitor | None, PeriodicEvaluation]:
-        """Rank 0's association monitor (where person ids exist) and periodic evaluation."""
+        """Rank 0's association monitor (label-free, scored where person ids exist) and periodic
+        evaluation."""
         config, env = self.config, self.env
         monitor = None
         if env.is_main and config.objective == "dal":
             monitor = AssociationMonitor(self.dataset, self.plan.index, config.split)
-            monitor = monitor if monitor.has_persons else None
+        every = config.eval_every
+        if every:
+            try:  # every rank decides alike (the tracklet table), so all agree on the barriers
+                build_eval_set(
+                    self.dataset.name, self.dataset.tracklets(), self.dataset.splits(), split=config.split
+                )
+            except NoLabelsError as exc:  # own footage without labels: train all the same
+                every = 0
+                if env.is_main:
+                    log.warning("periodic evaluation off: %s", exc)
         validator = None
-        if env.is_main and config.eval_every:
+        if env.is_main and every:
             validator = Validator(
                 self.dataset, config.split, self.image_size, config.eval_max_frames, env.device
             )
-        return monitor, PeriodicEvaluation(validator, config.eval_every, env)
+        return monitor, PeriodicEvaluation(validator, every, env)
 
     def _tags(self, resumed: ckpt.Resumed | None) -> dict[str, str]:
         tags = {"dal.objective": self.config.objective, "dal.resumed_from": resumed.uri if resumed else "-"}
@@ -455,7 +466,7 @@ class Trainer:
         return self.checkpoints.save(self.state.step, position)
 
     def _association(self, monitor: AssociationMonitor | None) -> dict[str, float]:
-        """The association's quality at this step (where person ids exist; monitoring only)."""
+        """The association's state at this step (scored where person ids exist; monitoring only)."""
         return monitor(self.state.objective.association) if monitor is not None else {}
 
 

@@ -243,3 +243,22 @@ def test_through_a_tracking_server_with_artifacts_on_s3(mlflow_env, tmp_path: Pa
     assert promote_champion(uri, version.name, version.version).promoted
     path = resolve_registered_model(uri, f"models:/{version.name}@champion", str(tmp_path / "dl"))
     assert Path(path).read_bytes() == b"served bytes"
+
+
+def test_an_unscored_candidate_is_registered_with_its_note_and_never_promoted(store, tmp_path: Path) -> None:
+    """Own footage without labels: no metrics to compare, so the champion stays where it is."""
+    champion = _register(store, tmp_path, "own", 0.5, 0.4, dataset="tracklets")
+    assert promote_champion(store[0], "own", champion.version).promoted
+    note = "protocol labelled: no labelled test tracklets"
+    unscored = register_candidate(
+        store[0], "own", _logged_model(store, tmp_path), {}, _tags("tracklets"), unscored=note
+    )
+    assert unscored.metrics == {} and unscored.tags["evaluation"] == f"skipped: {note}"
+    assert _aliases(store, "own") == {"candidate": unscored.version, "champion": champion.version}
+    decision = promote_champion(store[0], "own", unscored.version)
+    assert not decision.promoted and "not evaluated" in decision.reason
+    assert _aliases(store, "own")["champion"] == champion.version
+    with pytest.raises(registry.RegistryError, match="either scored"):
+        register_candidate(
+            store[0], "own", _logged_model(store, tmp_path), _metrics(0.5, 0.5), _tags(), unscored=note
+        )

@@ -94,3 +94,33 @@ def test_config_builds_cli_flags() -> None:
     assert config.inputs == ("a/metrics.json", "b") and config.output == "o"
     with pytest.raises(ConfigError, match="inputs: lists a URI twice"):
         AggregateConfig(inputs=("a", "a"), output="o")
+
+
+def test_other_numbers_every_split_reports_are_averaged_too() -> None:
+    results = [_split_result(0, 0.6, 0.7, 0.6), _split_result(1, 0.8, 0.9, 0.8)]
+    results[0]["tpr_at_fpr_0.01"], results[1]["tpr_at_fpr_0.01"] = 0.5, 0.7
+    results[0]["only_here"] = 1.0  # not in every split: not averaged
+    agg = aggregate_metrics(results)
+    assert agg["tpr_at_fpr_0.01"] == pytest.approx(0.6) and agg["tpr_at_fpr_0.01_std"] == pytest.approx(0.1)
+    assert "only_here" not in agg and "split_std" not in agg
+
+
+SKIPPED = {
+    "evaluated": False,
+    "note": "protocol labelled: no labelled test tracklets",
+    "dataset": "tracklets",
+}
+
+
+def test_skipped_evaluations_aggregate_to_their_note(tmp_path) -> None:
+    storage.write_json(str(tmp_path / "e0" / "metrics.json"), {**SKIPPED, "split": 0})
+    summary = run(AggregateConfig(inputs=(str(tmp_path / "e0"),), output=str(tmp_path / "agg")))
+    assert summary["evaluated"] is False and summary["metrics"] == {} and summary["note"] == SKIPPED["note"]
+    written = json.loads((tmp_path / "agg" / "metrics.json").read_text())
+    assert written == {**SKIPPED, "num_splits": 1}
+    assert not (tmp_path / "agg" / "cmc.png").exists()
+
+
+def test_skipped_and_scored_splits_do_not_mix() -> None:
+    with pytest.raises(AggregateError, match="was not evaluated but other splits were"):
+        aggregate_metrics([{**SKIPPED, "split": 1}, _split_result(0, 0.6, 0.7, 0.6)], ["a", "b"])

@@ -225,3 +225,125 @@ def test_cli_prints_metrics_and_fails_on_bad_input(data: dict) -> None:
     assert "features and dataset do not match" in bad.stderr
     wrong = _cli("--dataset", data["mars"], "--features", features, "--output", "x", "--max-rank", "5")
     assert wrong.returncode != 0 and "max_rank: must be >= 20" in wrong.stderr
+
+
+# -- verification (same-person threshold) -------------------------------------------------------
+VERIFICATION = (
+    "tpr_at_fpr_0.001", "tpr_at_fpr_0.01", "tpr_at_fpr_0.1",
+    "threshold_at_fpr_0.001", "threshold_at_fpr_0.01", "threshold_at_fpr_0.1", "roc_auc",
+)  # fmt: skip
+
+
+def test_verification_metrics_and_roc_png(data: dict) -> None:
+    features = _write(data, _features(data["mars"], noise=0.8), "mars-verify")
+    summary = run(_config(data, "mars", features, "mars-verify-out", num_ranklist_queries=0))
+    out = data["root"] / "mars-verify-out"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["evaluated"] is True and summary["evaluated"] is True
+    # The tiny MARS layout: queries are persons 4..8 in camera 0. Genuine pairs: their other-camera
+    # tracklets (2 for even persons, 1 for odd) = 8. Impostors: the 17 gallery tracklets minus the
+    # person's own and the junk one: 13 + 13 + 13 + 14 + 13 = 66.
+    assert (metrics["num_genuine_pairs"], metrics["num_impostor_pairs"]) == (8, 66)
+    for key in VERIFICATION:
+        assert summary["metrics"][key] == metrics[key]
+    assert metrics["tpr_at_fpr_0.001"] <= metrics["tpr_at_fpr_0.01"] <= metrics["tpr_at_fpr_0.1"]
+    assert (
+        metrics["threshold_at_fpr_0.001"]
+        >= metrics["threshold_at_fpr_0.01"]
+        >= metrics["threshold_at_fpr_0.1"]
+    )
+    # With 66 impostors, FPR 0.001 and 0.01 allow none: the threshold sits just above the best impostor.
+    assert metrics["threshold_at_fpr_0.001"] == metrics["threshold_at_fpr_0.01"]
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+    with Image.open(io.BytesIO((out / "roc.png").read_bytes())) as image:
+        assert image.format == "PNG" and image.size[0] > 300
+    assert summary["outputs"]["roc"] == str(out / "roc.png")
+
+
+def test_perfect_features_verify_perfectly(data: dict) -> None:
+    features = _write(data, _features(data["mars"]), "mars-perfect-verify")
+    metrics = run(_config(data, "mars", features, "mars-perfect-verify-out", num_ranklist_queries=0))[
+        "metrics"
+    ]
+    assert metrics["roc_auc"] == 1.0
+    assert metrics["tpr_at_fpr_0.001"] == metrics["tpr_at_fpr_0.01"] == metrics["tpr_at_fpr_0.1"] == 1.0
+    assert metrics["threshold_at_fpr_0.001"] <= 1.0  # genuine pairs have cosine 1 and pass
+
+
+# -- own footage without labels ------------------------------------------------------------------
+def _own_footage(root: str, persons: list[int], cameras: list[int]) -> str:
+    """A ``tracklets`` dataset (own footage) whose test tracklets carry these persons and cameras."""
+    import pandas as pd
+
+    from components.common.dataset import DatasetWriter
+    from tests.extract.helpers import frame
+
+    rng = np.random.default_rng(0)
+    rows = []
+    with DatasetWriter(root, "tracklets", row_group_rows=8) as writer:
+        for tracklet, (person, camera) in enumerate(zip(persons, cameras, strict=True)):
+            writer.add_frames(
+                {
+                    "tracklet_id": [tracklet] * 2,
+                    "frame_index": [0, 1],
+                    "person_id": [person] * 2,
+                    "camera_id": [camera] * 2,
+                    "image": [frame(max(person, 0), camera, i, rng) for i in range(2)],
+                    "source_path": [f"t{tracklet}/{i}.png" for i in range(2)],
+                }
+            )
+            rows.append({"tracklet_id": tracklet, "person_id": person, "camera_id": camera, "subset": "test",
+                         "is_query": False, "num_frames": 2, "name": f"track{tracklet}"})  # fmt: skip
+        writer.finish(pd.DataFrame(rows))
+    return root
+
+
+NO_LABELS = {
+    "unlabelled": ([-1, -1, -1, -1], [0, 1, 0, 1], "no labelled test tracklets"),
+    "one camera each": ([1, 1, 2, -1], [0, 0, 1, 1], "no person is labelled in two cameras"),
+}
+
+
+@pytest.mark.parametrize(("persons", "cameras", "reason"), NO_LABELS.values(), ids=NO_LABELS)
+def test_own_footage_without_labels_is_skipped_with_a_note(
+    tmp_path, caplog, persons, cameras, reason
+) -> None:
+    root = _own_footage(str(tmp_path / "own"), persons, cameras)
+    features = str(tmp_path / "features.parquet")
+    write_features(features, _features(root, subset="all", split=0))
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING"):
+        summary = run(EvaluateConfig(dataset=root, features=features, output=str(out)))
+    assert summary["evaluated"] is False and reason in summary["note"] and summary["metrics"] == {}
+    written = json.loads((out / "metrics.json").read_text())
+    assert written == {"evaluated": False, "note": summary["note"], "dataset": "tracklets",
+                       "protocol": "labelled", "split": 0, "direction": "forward"}  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json"]  # no plots
+    assert any("NOT EVALUATED" in r.message and reason in r.message for r in caplog.records)
+
+
+def test_labelled_own_footage_is_scored(tmp_path) -> None:
+    root = _own_footage(str(tmp_path / "own"), [1, 1, 2, 2, -1], [0, 1, 0, 1, 0])
+    features = str(tmp_path / "features.parquet")
+    write_features(features, _features(root, subset="all", split=0))
+    summary = run(EvaluateConfig(dataset=root, features=features, output=str(tmp_path / "out")))
+    assert summary["evaluated"] is True and summary["protocol"] == "labelled"
+    assert summary["metrics"]["rank1"] == 1.0 and summary["metrics"]["num_queries"] == 4
+
+
+@pytest.mark.integration
+def test_skipped_evaluation_is_tagged_in_mlflow(tmp_path, mlflow_env) -> None:
+    from mlflow.tracking import MlflowClient
+
+    root = _own_footage(str(tmp_path / "own"), [-1, -1], [0, 1])
+    features = str(tmp_path / "features.parquet")
+    write_features(features, _features(root, subset="all", split=0))
+    summary = run(EvaluateConfig(dataset=root, features=features, output=str(tmp_path / "out")))
+    client = MlflowClient(mlflow_env.uri)
+    tags = client.get_run(summary["mlflow_run_id"]).data.tags
+    assert tags["dal.evaluation"] == f"skipped: {summary['note']}" and tags["dal.dataset"] == "tracklets"
+    assert {a.path for a in client.list_artifacts(summary["mlflow_run_id"])} == {
+        "metrics.json",
+        "config.json",
+    }
+    assert not client.get_run(summary["mlflow_run_id"]).data.metrics

@@ -8,6 +8,7 @@ import pytest
 
 from components.evaluate import metrics as M
 from components.evaluate.protocols import (
+    NoLabelsError,
     ProtocolError,
     build_eval_set,
     mars_protocol,
@@ -148,3 +149,61 @@ def test_real_mars_structure_with_synthetic_features(reference_dir) -> None:
     loop = M.evaluate_rank_loop(distmat, q_pids[sample], g_pids, q_cams[sample], g_cams, per_query=True)
     for key in ("ap", "ap_trapezoid", "first_rank"):
         np.testing.assert_allclose(full["per_query"][key][sample], loop["per_query"][key], rtol=1e-6)
+
+
+# Own footage: labelled test tracklets (person > 0) form the gallery; persons seen in 2 cameras query.
+OWN = _tracklets(
+    [
+        (-1, 0, "train", False),  # unlabelled: trains DAL, never scored
+        (-1, 1, "train", False),
+        (1, 0, "test", False),  # person 1: cameras 0 and 1 -> both are queries
+        (1, 1, "test", False),
+        (1, 1, "test", False),
+        (2, 0, "test", False),  # person 2: camera 0 only -> gallery, not a query
+        (3, 1, "test", False),  # person 3: camera 1 only
+        (4, 0, "train", False),  # labelled but trained on (an index file's subset column): not scored
+    ]
+)
+
+
+@pytest.mark.parametrize("name", ["tracklets", "videos", "synthetic-tracklets"])
+def test_own_footage_follows_the_labelled_protocol(name: str) -> None:
+    assert protocol_for(name) == "labelled"
+
+
+def test_labelled_protocol_queries_persons_seen_by_two_cameras() -> None:
+    eval_set = build_eval_set("tracklets", OWN, None)
+    assert eval_set.protocol == "labelled"
+    assert eval_set.query["tracklet_id"].tolist() == [2, 3, 4]
+    assert eval_set.gallery["tracklet_id"].tolist() == [2, 3, 4, 5, 6]
+    # The MARS junk rule drops the query itself and its person in its own camera: tracklet 3's good
+    # match is tracklet 2 only (tracklet 4 is the same person in the same camera).
+    ranked = M.evaluate_features(
+        np.eye(7)[[2, 3, 4]],
+        np.eye(7)[[2, 3, 4, 5, 6]] + np.eye(7)[[3, 2, 2, 0, 0]] * 0.5,
+        eval_set.query["person_id"].to_numpy(),
+        eval_set.gallery["person_id"].to_numpy(),
+        eval_set.query["camera_id"].to_numpy(),
+        eval_set.gallery["camera_id"].to_numpy(),
+        5,
+    )
+    assert ranked["cmc"][0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([(-1, 0, "train", False), (-1, 1, "train", False)], "no labelled test tracklets"),
+        ([(-1, 0, "train", False), (1, 0, "test", False), (2, 1, "test", False)], "no person is labelled"),
+    ],
+)
+def test_labelled_protocol_without_labels_says_why(rows: list, message: str) -> None:
+    with pytest.raises(NoLabelsError, match=message):
+        build_eval_set("tracklets", _tracklets(rows), None)
+
+
+def test_labelled_protocol_has_one_split_and_one_direction() -> None:
+    with pytest.raises(ProtocolError, match="single split"):
+        build_eval_set("tracklets", OWN, None, split=1)
+    with pytest.raises(ProtocolError, match="reverse"):
+        build_eval_set("tracklets", OWN, None, direction="reverse")

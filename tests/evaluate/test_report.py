@@ -181,3 +181,19 @@ def test_writers_name_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match=r"nothing/metrics.json: no such file"):
         report.write_split_report(str(tmp_path / "nothing"), str(tmp_path / "page.html"))
     assert not (tmp_path / "page.html").exists()
+
+
+def test_a_skipped_evaluation_gets_a_page_with_its_note(tmp_path: Path) -> None:
+    note = "protocol labelled: no labelled test tracklets <none>"
+    folder = str(tmp_path / "evaluation")
+    storage.write_json(f"{folder}/metrics.json", {"evaluated": False, "note": note, "dataset": "tracklets"})
+    report.write_split_report(folder, str(tmp_path / "split.html"))
+    report.write_aggregate_report(folder, str(tmp_path / "aggregate.html"))
+    report.write_aggregate_markdown(folder, str(tmp_path / "table.md"))
+    for name in ("split.html", "aggregate.html"):
+        page = (tmp_path / name).read_text()
+        assert "Not evaluated: protocol labelled: no labelled test tracklets &lt;none&gt;" in page
+    assert (
+        "Not evaluated: protocol labelled: no labelled test tracklets &lt;none&gt;"
+        in (tmp_path / "table.md").read_text()
+    )

@@ -14,7 +14,13 @@ def _args(*argv: str):
 
 
 def test_every_options_parameter_has_a_flag_and_the_flags_complete_the_options() -> None:
-    assert set(step_options()) == {"train_options", "extract_options", "evaluate_options", "trainjob_options"}
+    assert set(step_options()) == {
+        "ingest_options",
+        "train_options",
+        "extract_options",
+        "evaluate_options",
+        "trainjob_options",
+    }
     given = _given(
         _args("--dataset", "prid2011", "--train", "lr=0.01", "steps=300", "--train", "optimizer=sgd")
     )
@@ -27,6 +33,8 @@ def test_every_options_parameter_has_a_flag_and_the_flags_complete_the_options()
         "optimizer": "sgd",
     }
     assert "extract_options" not in given  # not given: the pipeline's defaults apply
+    own = _given(_args("--dataset", "tracklets", "--ingest", "index=s3://raw/index.csv"))
+    assert own["ingest_options"]["index"] == "s3://raw/index.csv"
 
 
 @pytest.mark.parametrize(
@@ -40,6 +48,12 @@ def test_every_options_parameter_has_a_flag_and_the_flags_complete_the_options()
         # 64 frames do not split over 3 nodes x 1 GPU: refused before any node is scheduled.
         (["--nodes", "3"], "batch_size: 64 does not split evenly over 3 ranks"),
         (["--nodes", "0"], "nodes: must be >= 1, got 0"),
+        # Checked against the dataset given: an index file belongs to the tracklets layout only.
+        (["--ingest", "index=raw/index.csv"], "ingest_options.index: only for the tracklets dataset"),
+        (
+            ["--dataset", "videos", "--ingest", "frame_stride=0"],
+            "ingest_options.frame_stride: must be at least 1",
+        ),
     ],
 )
 def test_a_bad_option_fails_submit_before_any_connection_naming_the_field(

@@ -43,6 +43,7 @@ def ingested_prid(tmp_path_factory: pytest.TempPathFactory) -> tuple[dsl.Dataset
         dataset="prid2011",
         source=source,
         split_lists="",
+        ingest_options={"workers": 2.0},  # a Struct: numbers arrive as doubles
         storage_root=str(root),
         ingested=artifact,
         **NO_TRACKING,
@@ -250,7 +251,13 @@ def test_split_chain_train_on_two_processes_then_extract_evaluate_aggregate(
     assert "data:image/png;base64," in (tmp_path / "artifacts" / "curves").read_text()
 
 
-OPTIONS = {"train_options": {}, "extract_options": {}, "evaluate_options": {}, "trainjob_options": {}}
+OPTIONS = {
+    "ingest_options": {},
+    "train_options": {},
+    "extract_options": {},
+    "evaluate_options": {},
+    "trainjob_options": {},
+}
 
 
 def _start_untracked(params: dict, **options: dict) -> str:
@@ -261,7 +268,7 @@ def _start_untracked(params: dict, **options: dict) -> str:
         mlflow_artifact_location="",
         job_id="j",
         run_name="",
-        params=params,
+        params={"dataset": "mars", **params},
         **{**OPTIONS, **options},
     )
 
@@ -274,6 +281,12 @@ def test_start_run_checks_every_steps_options_first(tmp_path) -> None:
         _start_untracked({"nodes": 3.0, "gpus": 2.0})
     with pytest.raises(ConfigError, match=r"trainjob_options\."):
         _start_untracked({"nodes": 2.0}, trainjob_options={"no_such_option": 1})
+    # Ingest options are checked against the pipeline's dataset: an index file is for tracklets only.
+    with pytest.raises(ConfigError, match=r"ingest_options\.index: only for the tracklets dataset"):
+        _start_untracked({}, ingest_options={"index": "s3://raw/index.csv"})
+    assert _start_untracked({"dataset": "tracklets"}, ingest_options={"index": "s3://raw/index.csv"}) == ""
+    with pytest.raises(ConfigError, match=r"ingest_options\.min_track_frames: must be at least 1"):
+        _start_untracked({"dataset": "videos"}, ingest_options={"min_track_frames": 0.0})
 
 
 def test_tracking_components_open_register_promote_and_close(tmp_path, monkeypatch) -> None:

@@ -17,7 +17,7 @@ import pytest
 from components.cli import STEPS
 
 REPO = Path(__file__).resolve().parents[2]
-STEP_PACKAGES = ("ingest", "train", "extract", "evaluate", "tracking")
+STEP_PACKAGES = ("ingest", "train", "extract", "evaluate", "search", "export", "tracking")
 # A step's entry modules: what `dal <step>` runs, its KFP component and `python -m`.
 RUNNERS = {s.runner.split(":")[0] for s in STEPS.values()}
 ENTRY_MODULES = RUNNERS | {

@@ -55,3 +55,29 @@ def test_running_means_and_throughput() -> None:
     speed = Throughput()
     speed.add(64)
     assert speed.pop() > 0 and speed.mean > 0
+
+
+def test_label_free_diagnostics_without_person_ids(tmp_path) -> None:
+    """Own footage without labels: the anchors' state is reported, precision is not (nothing to score)."""
+    root = str(tmp_path / "unlabelled")
+    write_dataset(root, Spec(persons=4, cameras=2, frames=2, test_persons=1, height=16, width=8))
+    tracklets = Dataset.open(root).tracklets()
+    tracklets["person_id"] = -1
+    dataset = Dataset.open(root)
+    dataset.tracklets = lambda: tracklets  # the same dataset, its labels gone
+    index = build_index(dataset, 0)
+    monitor = AssociationMonitor(dataset, index, 0)
+    assert not monitor.has_persons
+    association = AnchorAssociation(index.tracklets_per_camera, 4, distributed=False)
+    eye = torch.eye(4)
+    # Camera 1's anchor 1 is (1, 1, 0, 0)/sqrt2: 45 degrees from anchors 0 and 1 of camera 0.
+    second = eye.clone()
+    second[1] = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    association.init_anchors([eye, second])
+    scores = monitor(association)
+    assert "association_precision" not in scores and "match_precision_all" not in scores
+    # Camera 0: orthogonal anchors (nearest other: 0); camera 1: anchors 0 and 1 at cos 1/sqrt2.
+    expected = (0 * 4 + 2 * 2**-0.5 + 0 * 2) / 8
+    assert scores["anchor_nearest_similarity"] == pytest.approx(expected)
+    assert 0.0 < scores["consistent_tracklets"] <= 1.0
+    assert 0.0 < scores["cross_match_similarity"] <= 1.0

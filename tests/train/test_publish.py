@@ -72,12 +72,20 @@ def _first_frame(dataset: Dataset, tracklet: int) -> np.ndarray:
 
 
 def test_logged_model_has_real_frames_as_input_example(tracked: Tracked) -> None:
+    import mlflow
     import mlflow.pyfunc
     from mlflow.models import Model
 
-    uri = tracked.summary.mlflow_model_uri
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", tracked.store)  # models:/ URIs resolve through it
+        # The backbone (pytorch flavour) beside the serving pyfunc that is registered.
+        run = mlflow.get_run(tracked.summary.mlflow_run_id)
+        (backbone,) = mlflow.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}' AND name = 'backbone'",
+            output_format="list",
+        )
+        uri = backbone.model_uri
         pyfunc = mlflow.pyfunc.load_model(uri)
         example = pyfunc.input_example
         signature = Model.load(uri).signature

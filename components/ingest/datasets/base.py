@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -24,6 +24,8 @@ from components.common.errors import DalError
 
 # Hidden files (.DS_Store, ._name from macOS archives) are not frames of any dataset.
 HIDDEN = re.compile(r"^\.")
+# Users' own footage (datasets "tracklets", "videos"): the person id of a tracklet without a label.
+UNLABELLED = -1
 
 
 class LayoutError(DalError, ValueError):
@@ -40,10 +42,17 @@ class RawTracklet:
     subset: str  # "train" | "test"; PRID2011 / iLIDS-VID: the role in split 0
     is_query: bool
     frames: tuple[str, ...]  # frame paths relative to the source root, in temporal order
+    # Frames already in memory (crops cut from a video), one per entry of ``frames``, which are then
+    # only descriptive source paths (``cam1/video.mp4#frame=123``); empty: read ``frames`` from the tree.
+    encoded: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.frames:
             raise LayoutError(f"tracklet {self.name!r} has no frames")
+        if self.encoded and len(self.encoded) != len(self.frames):
+            raise LayoutError(
+                f"tracklet {self.name!r}: {len(self.encoded)} encoded frames for {len(self.frames)} paths"
+            )
 
 
 class SourceTree:
@@ -188,6 +197,30 @@ def paired_source(
         num_frames=sum(len(f) for f in sequences.values()),
         protocol=protocol,
     )
+
+
+def default_subset(person_id: int) -> str:
+    """Own footage: a labelled tracklet is held out as the evaluation set ("test"), the unlabelled
+    rest trains DAL ("train"). DAL never reads labels, but scoring a model on the tracklets it was
+    trained on would flatter it, so the labelled subset is kept out of training by default."""
+    return "test" if person_id > 0 else "train"
+
+
+def require_train_cameras(train_counts: Mapping[str, int], where: str) -> None:
+    """DAL's association ranks a tracklet against the other anchors of its camera and against the
+    other cameras: every camera needs >= 2 train tracklets, and there must be >= 2 cameras.
+    ``train_counts``: train tracklets per camera name (cameras without any included)."""
+    if len(train_counts) < 2:
+        raise LayoutError(
+            f"{where}: DAL needs tracklets from at least 2 cameras, found {len(train_counts)} "
+            f"({', '.join(sorted(train_counts)) or 'none'})"
+        )
+    for camera, count in sorted(train_counts.items()):
+        if count < 2:
+            raise LayoutError(
+                f"{where}: camera {camera!r} has {count} train tracklet(s); DAL needs at least 2 per "
+                "camera (each is ranked against the others of its camera)"
+            )
 
 
 def list_dir(uri: str) -> tuple[list[str], list[str]]:

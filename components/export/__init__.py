@@ -1,0 +1,1 @@
+"""``dal export``: a trained model as a portable inference graph (ONNX)."""

@@ -1,0 +1,1 @@
+"""``dal search``: the gallery tracklets most similar to query tracklets (exact cosine top-k)."""
