@@ -36,6 +36,7 @@ def _check_run(tracking_uri: str, summary: TrainSummary) -> None:
 
 
 def test_server_with_data_and_run_on_s3(mlflow_env, s3_bucket: str) -> None:
+    import mlflow
     import mlflow.pytorch
 
     dataset, output = f"{s3_bucket}/ds", f"{s3_bucket}/runs/r1"
@@ -43,7 +44,15 @@ def test_server_with_data_and_run_on_s3(mlflow_env, s3_bucket: str) -> None:
     summary = run(tiny_config(dataset, output, steps=6, checkpoint_every=4))
     _check_run(mlflow_env.uri, summary)
     assert storage.exists(f"{output}/model.pt") and storage.exists(f"{output}/checkpoints/step-000006.pt")
-    model = mlflow.pytorch.load_model(summary.mlflow_model_uri)  # the EMA backbone
+    # The registered model is the serving pyfunc; the EMA backbone is logged beside it as "backbone".
+    run_info = mlflow.MlflowClient(mlflow_env.uri).get_run(summary.mlflow_run_id).info
+    mlflow.set_tracking_uri(mlflow_env.uri)
+    (backbone,) = mlflow.search_logged_models(
+        experiment_ids=[run_info.experiment_id],
+        filter_string=f"source_run_id = '{run_info.run_id}' AND name = 'backbone'",
+        output_format="list",
+    )
+    model = mlflow.pytorch.load_model(backbone.model_uri)
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 32, 16)).shape == (1, 256)
 
