@@ -261,6 +261,17 @@ def _check_ids(
     return arrays
 
 
+def _checked_features(q_feats: np.ndarray, g_feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Query and gallery features as float32 (Q, D) and (G, D), finite, of one dimension D."""
+    q_feats = np.asarray(q_feats, dtype=np.float32)
+    g_feats = np.asarray(g_feats, dtype=np.float32)
+    if q_feats.ndim != 2 or g_feats.ndim != 2 or q_feats.shape[1] != g_feats.shape[1]:
+        raise MetricsError(f"features must be (Q, D) and (G, D), got {q_feats.shape} and {g_feats.shape}")
+    _check_finite(q_feats, "query features")
+    _check_finite(g_feats, "gallery features")
+    return q_feats, g_feats
+
+
 def _check_finite(array: np.ndarray, what: str) -> None:
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
@@ -358,12 +369,7 @@ def evaluate_features(
 
     Peak memory is one (chunk_size, G) block instead of the whole (Q, G) matrix.
     """
-    q_feats = np.asarray(q_feats, dtype=np.float32)
-    g_feats = np.asarray(g_feats, dtype=np.float32)
-    if q_feats.ndim != 2 or g_feats.ndim != 2 or q_feats.shape[1] != g_feats.shape[1]:
-        raise MetricsError(f"features must be (Q, D) and (G, D), got {q_feats.shape} and {g_feats.shape}")
-    _check_finite(q_feats, "query features")
-    _check_finite(g_feats, "gallery features")
+    q_feats, g_feats = _checked_features(q_feats, g_feats)
     q_pids, g_pids, q_camids, g_camids = _check_ids(
         len(q_feats), len(g_feats), q_pids, g_pids, q_camids, g_camids, max_rank
     )
@@ -517,12 +523,7 @@ def verification_features(
 ) -> dict[str, Any]:
     """``verification_metrics`` on the features' inner products, one query chunk at a time (the
     similarities of the kept pairs are collected: 4 bytes per pair)."""
-    q_feats = np.asarray(q_feats, dtype=np.float32)
-    g_feats = np.asarray(g_feats, dtype=np.float32)
-    if q_feats.ndim != 2 or g_feats.ndim != 2 or q_feats.shape[1] != g_feats.shape[1]:
-        raise MetricsError(f"features must be (Q, D) and (G, D), got {q_feats.shape} and {g_feats.shape}")
-    _check_finite(q_feats, "query features")
-    _check_finite(g_feats, "gallery features")
+    q_feats, g_feats = _checked_features(q_feats, g_feats)
     q_pids, g_pids, q_camids, g_camids = _check_ids(
         len(q_feats), len(g_feats), q_pids, g_pids, q_camids, g_camids, 1
     )

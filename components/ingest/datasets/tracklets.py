@@ -66,6 +66,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from components.common import storage
+from components.common.dataset import SUBSETS
 from components.ingest.datasets.base import (
     HIDDEN,
     UNLABELLED,
@@ -82,7 +83,6 @@ IMAGE_FILE = re.compile(r"\.(jpg|jpeg|png)$", re.IGNORECASE)
 IMAGE_PATTERN = r"\.([jJ][pP][eE]?[gG]|[pP][nN][gG])$"  # IMAGE_FILE for pyarrow.compute
 REQUIRED_COLUMNS = ("path", "camera", "tracklet")
 OPTIONAL_COLUMNS = ("frame", "person", "subset")
-SUBSETS = ("train", "test")
 EXISTS_BATCH = 4096  # paths stat-ed at a time (bounds memory)
 DIGITS = re.compile(r"([0-9]+)")
 QUERY_RULE = (
