@@ -21,8 +21,6 @@ subsets apart (the plan lists tracklets by subset and person).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -32,7 +30,7 @@ from components.ingest.synthetic_encode import encode_jpeg
 from components.ingest.synthetic_random import keyed_rng
 from components.ingest.synthetic_render import RenderSettings, render_tracklet
 from components.ingest.synthetic_tracklets import SynthPlan, Tracklet
-from components.ingest.synthetic_write import _tasks_by_person
+from components.ingest.synthetic_write import run_tasks, tasks_by_person
 
 INDEX_FILE = "index.csv"
 # Key domain of the folder-name order; synthetic_random's domains are 1-5 and 11-14.
@@ -63,26 +61,11 @@ def write_tracklets_layout(config: SynthConfig, root: str, plan: SynthPlan) -> N
     ``config`` is the MARS-planned config (``SynthConfig.planned``); ``root`` is dal synth's
     staging directory, published as a whole afterwards.
     """
-    from tqdm import tqdm
-
     folders = tracklet_folders(config, plan)
     settings = RenderSettings.of(config)
-    tasks = [[(t, folders[t]) for t in group] for group in _tasks_by_person(plan.tracklets)]
+    tasks = [(settings, root, [(t, folders[t]) for t in group]) for group in tasks_by_person(plan.tracklets)]
     total = sum(len(t.positions) for t in plan.tracklets)
-    with tqdm(total=total, unit="frame", desc="dal synth tracklets", disable=None, mininterval=1.0) as bar:
-        if config.workers == 1:
-            for task in tasks:
-                bar.update(write_task(settings, root, task))
-        else:
-            # spawn, as synthetic_write: no fork of a process whose threads may hold locks.
-            with ProcessPoolExecutor(max_workers=config.workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(write_task, settings, root, task) for task in tasks]
-                try:
-                    for future in as_completed(futures):
-                        bar.update(future.result())
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)
-                    raise
+    run_tasks(write_task, tasks, config.workers, total, "dal synth tracklets")
     write_index(os.path.join(root, INDEX_FILE), plan, folders)
 
 

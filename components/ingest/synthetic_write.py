@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
@@ -17,21 +18,27 @@ TASK_TRACKLETS = 64  # tracklets per rendering task at most (keeps a person's sp
 
 def write_frames(config: SynthConfig, root: str, plan: SynthPlan) -> None:
     """Every frame of ``plan`` under ``root``, on ``config.workers`` processes."""
+    settings = RenderSettings.of(config)
+    tasks = [(settings, root, task) for task in tasks_by_person(plan.tracklets)]
+    total = sum(len(t.positions) for t in plan.tracklets)
+    run_tasks(write_tracklets, tasks, config.workers, total, f"dal synth {config.layout}")
+
+
+def run_tasks(
+    write: Callable[..., int], tasks: Sequence[tuple], workers: int, total_frames: int, desc: str
+) -> None:
+    """``write(*task)`` for every task (each returns the frames it wrote), on ``workers`` processes,
+    with a progress bar over ``total_frames``; the first failure stops the rest."""
     from tqdm import tqdm
 
-    settings = RenderSettings.of(config)
-    tasks = _tasks_by_person(plan.tracklets)
-    total = sum(len(t.positions) for t in plan.tracklets)
-    with tqdm(
-        total=total, unit="frame", desc=f"dal synth {config.layout}", disable=None, mininterval=1.0
-    ) as bar:
-        if config.workers == 1:
+    with tqdm(total=total_frames, unit="frame", desc=desc, disable=None, mininterval=1.0) as bar:
+        if workers == 1:
             for task in tasks:
-                bar.update(write_tracklets(settings, root, task))
+                bar.update(write(*task))
             return
         # spawn: no fork of a process whose threads (tqdm's monitor) may hold locks.
-        with ProcessPoolExecutor(max_workers=config.workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(write_tracklets, settings, root, task) for task in tasks]
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(write, *task) for task in tasks]
             try:
                 for future in as_completed(futures):
                     bar.update(future.result())
@@ -62,7 +69,7 @@ def write_tracklets(settings: RenderSettings, root: str, tracklets: list[Trackle
     return written
 
 
-def _tasks_by_person(tracklets: list[Tracklet]) -> list[list[Tracklet]]:
+def tasks_by_person(tracklets: list[Tracklet]) -> list[list[Tracklet]]:
     """Group a person's tracklets (sprites are drawn once per task) in chunks of TASK_TRACKLETS."""
     groups: dict[tuple[int, ...] | tuple[str, int], list[Tracklet]] = {}
     for index, tracklet in enumerate(tracklets):
