@@ -20,12 +20,14 @@ Timings on a shared machine swing a lot: compare the ratio within one run, repea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +127,29 @@ def main(argv: list[str] | None = None) -> int:
     dim = args.dim or default_dim()
     repeat = args.repeat or (1 if args.quick else 3)
 
+    with cpu_threads(args.threads):  # restored after: tests call main() in their own process
+        return benchmark(args, num_gallery, dim, repeat)
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int) -> Iterator[None]:
     import faiss
     import torch
 
-    torch.set_num_threads(args.threads)
-    faiss.omp_set_num_threads(args.threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        faiss.omp_set_num_threads(before)
+
+
+def benchmark(args: argparse.Namespace, num_gallery: int, dim: int, repeat: int) -> int:
+    import faiss
+    import torch
+
     print(
         f"{args.num_queries:,} queries x {num_gallery:,} gallery, D = {dim}, k = {args.top_k}, "
         f"{args.threads} threads, gallery {num_gallery * dim * 4 / 1e9:.2f} GB"

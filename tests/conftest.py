@@ -16,6 +16,20 @@ REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get("DAL_REFERENCE_DIR", REPO.parent / "shared" / "data" / "dal-reference"))
 
 
+@pytest.fixture(autouse=True)
+def torch_threads_unchanged() -> Iterator[None]:
+    """Fail a test that leaves torch's intra-op thread count changed: later tests that compare
+    runs bit for bit (resume, retry) would otherwise compare different kernels' arithmetic."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != before:
+        torch.set_num_threads(before)
+        pytest.fail(f"the test left torch with {after} intra-op threads (it had {before}): restore them")
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     if not (REFERENCE_DIR / "info").is_dir() or not (REFERENCE_DIR / "datasplits").is_dir():

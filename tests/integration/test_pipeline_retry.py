@@ -77,7 +77,12 @@ def _model_and_summary(work: Path, job: str, root: str = "store") -> tuple[dict,
     return model["state_dict"], TrainSummary.read(str(output))
 
 
-def test_a_sigterm_preempted_train_task_is_retried_and_resumes_to_the_same_result(tmp_path) -> None:
+def test_a_sigterm_preempted_train_task_is_retried_and_resumes_to_the_same_result(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One thread in the pipeline's task processes and in this one: the runs compared bit for bit
+    # must do the same floating-point work (a conv's sums are split by the thread count).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     work = tmp_path / "preempted"
     record: dict = {}
     stop = threading.Event()
@@ -110,7 +115,12 @@ def test_a_sigterm_preempted_train_task_is_retried_and_resumes_to_the_same_resul
         mlflow_experiment="dal",
         mlflow_parent_run_id="",
     )
-    reference = run(config)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        reference = run(config)
+    finally:
+        torch.set_num_threads(threads)
     assert reference.resumed_from == "" and reference.steps == STEPS
     reference_weights, _ = _model_and_summary(tmp_path / "uninterrupted", job, root="")
     # Resuming is exact (test_resume): same machine, same kernels, so bit for bit.
