@@ -3,6 +3,8 @@
 * ``S3Server``: moto's standalone server (``moto_server``), an S3 endpoint over HTTP; in
   production the same code talks to MinIO or AWS S3.
 * ``MlflowServer``: ``mlflow server`` with a sqlite backend and artifacts proxied into S3.
+* ``served_model``: ``mlflow models serve --env-manager local`` of a logged model (the scoring
+  server a user starts), and ``post_json`` to call it.
 
 Nothing is mocked in-process: the code under test reaches them through their HTTP APIs.
 """
@@ -10,13 +12,16 @@ Nothing is mocked in-process: the code under test reaches them through their HTT
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -158,3 +163,38 @@ class MlflowServer:
     def stop(self) -> None:
         if self.process is not None:
             _stop(self.process)
+
+
+@contextlib.contextmanager
+def served_model(uri: str, env: Mapping[str, str], log: Path, timeout_s: float = 240) -> Iterator[str]:
+    """``mlflow models serve -m uri --env-manager local`` on a free port of 127.0.0.1 for the
+    block; yields its base URL. ``env``: the tracking client's (where the model is read from)."""
+    port = free_port()
+    command = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local"]
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [*command, "-h", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # The venv's bin on PATH: the scoring server execs `uvicorn` from there.
+            env={**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{url}/ping", process, timeout_s, log)
+        yield url
+    finally:
+        _stop(process)
+
+
+def post_json(url: str, body: dict) -> tuple[int, dict]:
+    """POST ``body`` as JSON; (status, decoded answer), error statuses included."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

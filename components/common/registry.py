@@ -53,10 +53,12 @@ MODEL_ARTIFACT = "model.pt"
 MODELS_SCHEME = "models:/"
 MAX_TAG_VALUE_CHARS = 5000  # MLflow's limit for a model version tag value
 DESCRIPTION = (
-    "DAL (Deep Association Learning) person re-ID backbone. Each version comes from one pipeline run; "
-    "its tags hold the aggregated evaluation (metric.*, fractions in [0, 1]) and the dataset. "
-    f"Aliases: '{CANDIDATE_ALIAS}' = the newest version, '{CHAMPION_ALIAS}' = the best so far on "
-    "its dataset. The weights-only model.pt is an artifact of each version's source run."
+    "DAL (Deep Association Learning) person re-ID embedding model: a pyfunc that takes frames "
+    "(tracklet id + JPEG/PNG bytes) and returns one L2-normalised embedding per tracklet; "
+    "`mlflow models serve` serves it. Each version comes from one pipeline run; its tags hold the "
+    "aggregated evaluation (metric.*, fractions in [0, 1]; or `evaluation` when it was skipped) and "
+    f"the dataset. Aliases: '{CANDIDATE_ALIAS}' = the newest version, '{CHAMPION_ALIAS}' = the best "
+    "so far on its dataset. The weights-only model.pt is an artifact of each version's source run."
 )
 
 
@@ -221,8 +223,8 @@ def register_candidate(
     ``unscored``: why there are no metrics (own footage without labels: evaluation was skipped);
     such a candidate is registered with an ``evaluation`` tag saying so, and never promoted.
 
-    ``mlflow_model_uri`` is the ``models:/<model_id>`` URI that ``mlflow.pytorch.log_model``
-    returns (what training records as ``mlflow_model_uri``). ``metrics`` are the pipeline run's
+    ``mlflow_model_uri`` is the ``models:/<model_id>`` URI of the serving pyfunc that training
+    logs (``components.model.serving.log_model``; recorded as ``mlflow_model_uri``). ``metrics`` are the pipeline run's
     aggregated metrics (``metric.*`` tags); ``tags`` must include ``dataset``. The registered
     model is created, with its description, the first time. Each call creates at most one
     version (none when that logged model is registered already: a retried task), so the

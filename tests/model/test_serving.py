@@ -14,12 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
-import os
-import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,11 +30,10 @@ from components.model import serving
 from components.model.artifact import load_model
 from components.train.publish import example_tracklets
 from tests.extract.helpers import write_dataset, write_model
-from tests.servers import _stop, _wait_http, free_port
+from tests.servers import post_json, served_model
 
 ATOL = 2e-5  # module docstring
 STORED = (40, 20)  # frames stored larger than the model's input: the resize is exercised
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -210,17 +203,6 @@ def test_pyfunc_input_errors_are_invalid_parameter_value(data: dict, sqlite_mode
         model.predict(broken)
 
 
-def _post(url: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 @pytest.mark.integration
 @pytest.mark.slow
 def test_served_over_http_equals_dal_extract(data: dict, mlflow_env, tmp_path: Path) -> None:
@@ -228,24 +210,11 @@ def test_served_over_http_equals_dal_extract(data: dict, mlflow_env, tmp_path: P
     requests with the features `dal extract` writes for the same frames."""
     with _tracking(mlflow_env.uri):
         uri = _log(data)
-    port = free_port()
-    log = tmp_path / "serve.log"
-    command = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local"]
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*command, "-h", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # The venv's bin on PATH: the scoring server execs `uvicorn` from there.
-            env={**os.environ, **mlflow_env.client_env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-            start_new_session=True,
-        )
-    try:
-        _wait_http(f"http://127.0.0.1:{port}/ping", process, 240, log)
+    with served_model(uri, mlflow_env.client_env, tmp_path / "serve.log") as url:
         tracklets = [4, 1]
         frame = _requested(data, tracklets)
         encoded = [base64.b64encode(b).decode("ascii") for b in frame["image"]]
-        invocations = f"http://127.0.0.1:{port}/invocations"
+        invocations = f"{url}/invocations"
         split = {
             "columns": ["tracklet", "image"],
             "data": [list(r) for r in zip(frame["tracklet"], encoded, strict=True)],
@@ -256,7 +225,7 @@ def test_served_over_http_equals_dal_extract(data: dict, mlflow_env, tmp_path: P
             ({"dataframe_split": split}, "max"),  # the default pooling
             ({"dataframe_records": records, "params": {"pooling": "mean"}}, "mean"),
         ):
-            status, answer = _post(invocations, body)
+            status, answer = post_json(invocations, body)
             assert status == 200, answer
             predictions = answer["predictions"]
             expected, counts = _expected(data, pooling, tracklets)
@@ -267,7 +236,5 @@ def test_served_over_http_equals_dal_extract(data: dict, mlflow_env, tmp_path: P
             np.testing.assert_allclose(served, expected, atol=ATOL, rtol=0)
         # A frame that is no image: a client error naming the row, not a server error.
         body = {"dataframe_split": {**split, "data": [["t0004", base64.b64encode(b"junk").decode()]]}}
-        status, answer = _post(invocations, body)
+        status, answer = post_json(invocations, body)
         assert status == 400 and "row 0 (tracklet 't0004'): cannot decode" in answer["message"], answer
-    finally:
-        _stop(process)
