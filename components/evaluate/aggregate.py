@@ -5,8 +5,9 @@ Output ``metrics.json``: the mean of every metric under its own name (``rank1``,
 ``mAP_trapezoid``; fractions in [0, 1]) and its standard deviation over splits as ``<name>_std``
 (population std, ddof = 0), the mean CMC curve ``cmc`` and ``cmc_std``, ``num_splits``, and the
 per-split values kept in ``per_split``; plus ``cmc.png`` (mean curve with a +-1 std band).
-Other numbers every split reports (the verification figures, ``tpr_at_fpr_*``, ``threshold_at_fpr_*``)
-are averaged the same way. Evaluations that were skipped (own footage without labels:
+Other numbers every split reports (the verification figures, ``tpr_at_fpr_*``, ``threshold_at_fpr_*``,
+``roc_auc``) are averaged the same way; counts (``metrics.COUNT_KEYS``) become ``mean_<count>``.
+Evaluations that were skipped (own footage without labels:
 ``"evaluated": false`` and a ``note``) aggregate to the same: ``evaluated`` false, the note, no
 metrics and no plot; a mix of skipped and scored splits is an error.
 """
@@ -24,11 +25,10 @@ from components.common.errors import DalError
 from components.common.tracking import step_run
 from components.evaluate import plots
 from components.evaluate.config import AggregateConfig
-from components.evaluate.metrics import METRIC_KEYS
+from components.evaluate.metrics import COUNT_KEYS, METRIC_KEYS
 
 log = logging.getLogger(__name__)
 
-COUNT_KEYS = ("num_queries", "num_valid_queries", "num_queries_without_match", "num_gallery")
 SAME_KEYS = ("dataset", "protocol", "direction")
 
 

@@ -69,6 +69,15 @@ def threshold_key(fpr: float) -> str:
     return f"threshold_at_fpr_{fpr:g}"
 
 
+# The counts an evaluation reports beside its metrics (averaged as mean_<key>, never a metric).
+COUNT_KEYS = (
+    "num_queries",
+    "num_valid_queries",
+    "num_queries_without_match",
+    "num_gallery",
+    "num_genuine_pairs",
+    "num_impostor_pairs",
+)
 # The verification scalars of an evaluation, in the order they are reported.
 VERIFICATION_KEYS = (
     *(tpr_key(f) for f in VERIFICATION_FPRS),

@@ -4,9 +4,12 @@ KFP v2 renders an ``Output[Markdown]`` / ``Output[HTML]`` artifact from its file
 component wrappers only call ``write_*`` here. The pages read what the steps wrote:
 
 * a ``dal evaluate`` output folder: ``metrics.json`` (flat metrics, ``cmc``, ``split`` ...),
-  ``cmc.png`` and, when rank lists were asked for, ``ranklist.png``;
+  ``cmc.png``, ``roc.png`` and, when rank lists were asked for, ``ranklist.png``;
 * a ``dal aggregate`` output folder: ``metrics.json`` (means under the metric names,
   ``<name>_std``, ``num_splits``, ``cmc``, ``cmc_std``) and ``cmc.png``.
+
+Both pages show the same-person verification (TPR and the similarity threshold at each fixed FPR,
+ROC AUC) where the metrics.json has it (evaluations from before it was added do not).
 
 An evaluation that was skipped (own footage without labels: ``"evaluated": false``) gets a page
 that says so, with its note, instead of tables and curves.
@@ -26,8 +29,15 @@ from typing import Any
 from components.common import storage
 from components.common.errors import DalError
 from components.evaluate import plots
-from components.evaluate.metrics import METRIC_KEYS
-from components.evaluate.run import CMC_FILE, METRICS_FILE, RANKLIST_FILE
+from components.evaluate.metrics import (
+    COUNT_KEYS,
+    METRIC_KEYS,
+    VERIFICATION_FPRS,
+    VERIFICATION_KEYS,
+    threshold_key,
+    tpr_key,
+)
+from components.evaluate.run import CMC_FILE, METRICS_FILE, RANKLIST_FILE, ROC_FILE
 
 LABELS = {
     "rank1": "rank-1",
@@ -42,7 +52,10 @@ COUNT_LABELS = {
     "num_valid_queries": "queries with a match",
     "num_queries_without_match": "queries without a match",
     "num_gallery": "gallery tracklets",
+    "num_genuine_pairs": "same-person pairs",
+    "num_impostor_pairs": "different-person pairs",
 }
+assert tuple(COUNT_LABELS) == COUNT_KEYS
 STYLE = (
     "body{font-family:sans-serif;margin:1em;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0}"
@@ -66,6 +79,7 @@ class SplitResult:
     metrics: dict[str, float]
     counts: dict[str, int]
     cmc: tuple[float, ...]
+    verification: dict[str, float]  # VERIFICATION_KEYS; empty for older evaluations
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any], where: str) -> SplitResult:
@@ -78,6 +92,7 @@ class SplitResult:
             metrics={k: float(document[k]) for k in METRIC_KEYS},
             counts={k: int(document[k]) for k in COUNT_LABELS if k in document},
             cmc=tuple(float(v) for v in document["cmc"]),
+            verification=_verification(document),
         )
 
 
@@ -93,6 +108,7 @@ class Aggregated:
     std: dict[str, float]
     cmc: tuple[float, ...]
     cmc_std: tuple[float, ...]
+    verification: dict[str, float]  # means over splits; empty for older aggregates
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any], where: str) -> Aggregated:
@@ -107,7 +123,15 @@ class Aggregated:
             std={k: float(document[f"{k}_std"]) for k in METRIC_KEYS},
             cmc=tuple(float(v) for v in document["cmc"]),
             cmc_std=tuple(float(v) for v in document["cmc_std"]),
+            verification=_verification(document),
         )
+
+
+def _verification(document: Mapping[str, Any]) -> dict[str, float]:
+    """The verification scalars, all or none (a partial set is a broken file, shown as none)."""
+    if not all(k in document for k in VERIFICATION_KEYS):
+        return {}
+    return {k: float(document[k]) for k in VERIFICATION_KEYS}
 
 
 def _require(document: Mapping[str, Any], keys: Sequence[str], where: str, what: str) -> None:
@@ -171,6 +195,18 @@ def metrics_markdown(
     counts = [str(aggregated.num_splits)] + ([str(initial.num_splits)] if initial else [])
     lines.append("| " + " | ".join(["splits", *counts]) + " |")
     lines += ["", "Mean ± population std over splits; fractions of queries, in percent."]
+    if aggregated.verification:
+        v = aggregated.verification
+        lines += [
+            "",
+            "| false positive rate | true positive rate | similarity threshold |",
+            "|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {fpr:g} | {_md(percent(v[tpr_key(fpr)]))} | {v[threshold_key(fpr)]:.4f} |"
+            for fpr in VERIFICATION_FPRS
+        ]
+        lines += ["", f"Same-person verification (means over splits), ROC AUC {v['roc_auc']:.4f}."]
     if cmc_png is not None:
         lines += ["", f"![mean CMC curve]({_png_data_uri(cmc_png)})"]
     return "\n".join(lines) + "\n"
@@ -186,6 +222,22 @@ def _image_html(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="{_png_data_uri(png)}">'
 
 
+def _verification_html(verification: Mapping[str, float], roc_png: bytes | None) -> list[str]:
+    """The operating points (same person when cosine similarity >= threshold) and the ROC."""
+    if not verification:
+        return []
+    rows = [
+        [f"{fpr:g}", percent(verification[tpr_key(fpr)]), f"{verification[threshold_key(fpr)]:.4f}"]
+        for fpr in VERIFICATION_FPRS
+    ]
+    body = [
+        "<h2>Same-person verification</h2>",
+        _table_html(["false positive rate", "true positive rate", "similarity threshold"], rows),
+        f"<p>ROC AUC {verification['roc_auc']:.4f}</p>",
+    ]
+    return body + ([_image_html(roc_png, "ROC curve")] if roc_png is not None else [])
+
+
 def _page(title: str, body: Sequence[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -194,8 +246,15 @@ def _page(title: str, body: Sequence[str]) -> str:
     )
 
 
-def split_report_html(title: str, metrics: SplitResult, cmc_png: bytes, ranklist_png: bytes | None) -> str:
-    """One split's page: its metrics table, CMC curve and (when there is one) rank list."""
+def split_report_html(
+    title: str,
+    metrics: SplitResult,
+    cmc_png: bytes,
+    ranklist_png: bytes | None,
+    roc_png: bytes | None = None,
+) -> str:
+    """One split's page: its metrics table, CMC curve, verification (table and ROC) and (when
+    there is one) rank list."""
     rows = [[LABELS[k], percent(metrics.metrics[k])] for k in METRIC_KEYS]
     rows += [[COUNT_LABELS[k], str(v)] for k, v in metrics.counts.items()]
     body = [
@@ -204,6 +263,7 @@ def split_report_html(title: str, metrics: SplitResult, cmc_png: bytes, ranklist
         _table_html(["metric", "value"], rows),
         "<h2>CMC curve</h2>",
         _image_html(cmc_png, "CMC curve"),
+        *_verification_html(metrics.verification, roc_png),
     ]
     if ranklist_png is not None:
         body += ["<h2>Rank list</h2>", _image_html(ranklist_png, "rank list")]
@@ -231,6 +291,7 @@ def aggregate_report_html(
         _table_html(header, rows),
         "<h2>Mean CMC curve</h2>",
         _image_html(cmc_png, "mean CMC curve"),
+        *_verification_html(aggregated.verification, None),
     ]
     return _page(title, body)
 
@@ -287,11 +348,14 @@ def write_split_report(evaluation_dir_uri: str, path: str) -> None:
         storage.write_bytes(path, skipped_html("evaluation skipped", note).encode("utf-8"))
         return
     result = read_split(evaluation_dir_uri)
-    ranklist_uri = storage.join(evaluation_dir_uri, RANKLIST_FILE)
-    ranklist = storage.read_bytes(ranklist_uri) if storage.exists(ranklist_uri) else None
+    ranklist, roc = (_optional_bytes(storage.join(evaluation_dir_uri, f)) for f in (RANKLIST_FILE, ROC_FILE))
     cmc = storage.read_bytes(storage.join(evaluation_dir_uri, CMC_FILE))
     title = f"{result.dataset}: split {result.split}"
-    storage.write_bytes(path, split_report_html(title, result, cmc, ranklist).encode("utf-8"))
+    storage.write_bytes(path, split_report_html(title, result, cmc, ranklist, roc).encode("utf-8"))
+
+
+def _optional_bytes(uri: str) -> bytes | None:
+    return storage.read_bytes(uri) if storage.exists(uri) else None
 
 
 def write_aggregate_report(aggregate_dir_uri: str, path: str, initial_dir_uri: str | None = None) -> None:

@@ -100,9 +100,12 @@ def test_other_numbers_every_split_reports_are_averaged_too() -> None:
     results = [_split_result(0, 0.6, 0.7, 0.6), _split_result(1, 0.8, 0.9, 0.8)]
     results[0]["tpr_at_fpr_0.01"], results[1]["tpr_at_fpr_0.01"] = 0.5, 0.7
     results[0]["only_here"] = 1.0  # not in every split: not averaged
+    results[0]["num_genuine_pairs"], results[1]["num_genuine_pairs"] = 80, 90  # a count, no metric
     agg = aggregate_metrics(results)
     assert agg["tpr_at_fpr_0.01"] == pytest.approx(0.6) and agg["tpr_at_fpr_0.01_std"] == pytest.approx(0.1)
     assert "only_here" not in agg and "split_std" not in agg
+    assert agg["mean_num_genuine_pairs"] == 85 and "num_genuine_pairs" not in agg
+    assert "num_genuine_pairs_std" not in agg
 
 
 SKIPPED = {

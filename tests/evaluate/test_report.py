@@ -197,3 +197,46 @@ def test_a_skipped_evaluation_gets_a_page_with_its_note(tmp_path: Path) -> None:
         "Not evaluated: protocol labelled: no labelled test tracklets &lt;none&gt;"
         in (tmp_path / "table.md").read_text()
     )
+
+
+def _with_verification(doc: dict, tpr: float, threshold: float) -> dict:
+    """dal evaluate's verification keys (tpr/threshold per fixed FPR, AUC, pair counts)."""
+    from components.evaluate.metrics import VERIFICATION_FPRS, threshold_key, tpr_key
+
+    for i, fpr in enumerate(VERIFICATION_FPRS):
+        doc[tpr_key(fpr)], doc[threshold_key(fpr)] = tpr + 0.1 * i, threshold - 0.1 * i
+    return doc | {"roc_auc": 0.9, "num_genuine_pairs": 88, "num_impostor_pairs": 7832}
+
+
+def test_verification_table_and_roc_on_the_pages(tmp_path: Path) -> None:
+    inputs = []
+    for split, (tpr, threshold) in enumerate([(0.5, 0.8), (0.7, 0.6)]):
+        folder = tmp_path / f"eval{split}"
+        storage.write_json(
+            str(folder / "metrics.json"), _with_verification(_split_doc(split, 0.5, 0.4), tpr, threshold)
+        )
+        storage.write_bytes(str(folder / "cmc.png"), plots.cmc_png({"CMC": [0.5, 1.0]}))
+        storage.write_bytes(str(folder / "roc.png"), plots.roc_png([0.0, 1.0], [0.0, 1.0], {}))
+        inputs.append(str(folder))
+    report.write_split_report(inputs[0], str(tmp_path / "split.html"))
+    page = _parse((tmp_path / "split.html").read_text())
+    folder = tmp_path / "eval0"
+    assert [_png(s) for s in page.images] == [(folder / f).read_bytes() for f in ("cmc.png", "roc.png")]
+    cells = [t.strip() for t in page.text if t.strip()]
+    at = cells.index("0.01")  # the row of FPR 0.01: TPR, then the threshold
+    assert cells[at : at + 3] == ["0.01", "60.00 %", "0.7000"]
+    assert "ROC AUC 0.9000" in cells and "same-person pairs" in cells and "7832" in cells
+
+    aggregate_run(AggregateConfig(inputs=tuple(inputs), output=str(tmp_path / "agg"), mlflow_tracking_uri=""))
+    aggregated = report.read_aggregated(str(tmp_path / "agg"))
+    assert aggregated.verification["tpr_at_fpr_0.01"] == pytest.approx(0.7)  # mean of 0.6 and 0.8
+    text = report.metrics_markdown(aggregated)
+    assert _row(text, "0.01") == ["0.01", "70.00 %", "0.6000"]  # means over the two splits
+    agg_page = _parse(report.aggregate_report_html("agg", aggregated, b"png"))
+    cells = [t.strip() for t in agg_page.text if t.strip()]
+    assert cells[cells.index("0.1") : cells.index("0.1") + 3] == ["0.1", "80.00 %", "0.5000"]
+    # Evaluations from before verification existed: the pages simply leave it out.
+    assert "verification" not in report.metrics_markdown(_aggregated((0.5, 0.4)))
+    assert "ROC AUC" not in report.split_report_html(
+        "t", SplitResult.from_document(_split_doc(0, 0.5, 0.5), "t"), b"png", None
+    )
