@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import torch
 import torch.distributed as dist
 
+from components.common.errors import DalError
+
 
 @dataclasses.dataclass(frozen=True)
 class DistEnv:
@@ -38,7 +40,7 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("device=cuda was requested but CUDA is not available")
+            raise DalError("device: cuda was requested but CUDA is not available (use auto or cpu)")
         return torch.device("cuda", local_rank)
     if requested == "cpu":
         return torch.device("cpu")

@@ -224,11 +224,11 @@ def register_candidate(
     such a candidate is registered with an ``evaluation`` tag saying so, and never promoted.
 
     ``mlflow_model_uri`` is the ``models:/<model_id>`` URI of the serving pyfunc that training
-    logs (``components.model.serving.log_model``; recorded as ``mlflow_model_uri``). ``metrics`` are the pipeline run's
-    aggregated metrics (``metric.*`` tags); ``tags`` must include ``dataset``. The registered
-    model is created, with its description, the first time. Each call creates at most one
-    version (none when that logged model is registered already: a retried task), so the
-    pipeline calls it once per run, not per split.
+    logs (``components.model.serving.log_model``; recorded as ``mlflow_model_uri``).
+    ``metrics`` are the pipeline run's aggregated metrics (``metric.*`` tags); ``tags`` must
+    include ``dataset``. The registered model is created, with its description, the first time.
+    Each call creates at most one version (none when that logged model is registered already: a
+    retried task), so the pipeline calls it once per run, not per split.
     """
     if DATASET_TAG not in tags or not str(tags[DATASET_TAG]):
         raise RegistryError(

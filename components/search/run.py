@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from components.common import storage
 from components.common.dataset import Dataset
+from components.common.distributed import pick_device
 from components.common.errors import DalError
 from components.common.features import Features, read_features
 from components.common.tracking import step_run
@@ -58,14 +58,6 @@ RANKED_CSV = "ranked.csv"
 RANKLIST_FILE = "ranklist.png"
 RANKLIST_CELL = (128, 64)  # (height, width) of one frame in ranklist.png
 METADATA_KEY = b"dal"
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DalError("device: cuda asked for, but CUDA is not available")
-    return torch.device(name)
 
 
 def _exclude_same_camera(config: SearchConfig, queries: Queries) -> bool:
@@ -223,7 +215,7 @@ def _write_csv(uri: str, table: pd.DataFrame) -> None:
 
 def run(config: SearchConfig) -> dict[str, Any]:
     with step_run("search", config) as logger:
-        device = _device(config.device)
+        device = pick_device(config.device)
         threads = config.threads or len(os.sched_getaffinity(0))
         gallery = read_features(config.features)
         threshold: Threshold = resolve_threshold(config, str(gallery.metadata.get("model") or ""))

@@ -115,8 +115,6 @@ class State:
 
 
 def run(config: TrainConfig) -> TrainSummary:
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise DalError("device: cuda was requested but CUDA is not available")
     with distributed(config.device) as env:
         return Trainer(config, env).fit()
 
@@ -340,10 +338,10 @@ class Trainer:
         monitor = None
         if env.is_main and config.objective == "dal":
             monitor = AssociationMonitor(self.dataset, self.plan.index, config.split)
-        every = config.eval_every
+        every, eval_set = config.eval_every, None
         if every:
             try:  # every rank decides alike (the tracklet table), so all agree on the barriers
-                build_eval_set(
+                eval_set = build_eval_set(
                     self.dataset.name, self.dataset.tracklets(), self.dataset.splits(), split=config.split
                 )
             except NoLabelsError as exc:  # own footage without labels: train all the same
@@ -351,10 +349,8 @@ class Trainer:
                 if env.is_main:
                     log.warning("periodic evaluation off: %s", exc)
         validator = None
-        if env.is_main and every:
-            validator = Validator(
-                self.dataset, config.split, self.image_size, config.eval_max_frames, env.device
-            )
+        if env.is_main and eval_set is not None:
+            validator = Validator(self.dataset, eval_set, self.image_size, config.eval_max_frames, env.device)
         return monitor, PeriodicEvaluation(validator, every, env)
 
     def _tags(self, resumed: ckpt.Resumed | None) -> dict[str, str]:

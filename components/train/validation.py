@@ -23,7 +23,7 @@ from components.common.dataset import Dataset
 from components.common.distributed import DistEnv, barrier
 from components.common.tracking import RunLogger
 from components.evaluate.metrics import METRIC_KEYS, evaluate_features
-from components.evaluate.protocols import build_eval_set
+from components.evaluate.protocols import EvalSet
 from components.model.catalog import DEFAULT_POOLING
 from components.model.tracklet_features import TrackletFrames
 
@@ -33,17 +33,19 @@ PREFIX = "eval_"
 
 
 class Validator:
-    """Holds the evaluation set of one split; ``__call__(model)`` returns the ``eval_*`` metrics."""
+    """Holds the evaluation set of one split (``protocols.build_eval_set``) and its frames;
+    ``__call__(model)`` returns the ``eval_*`` metrics."""
 
     def __init__(
         self,
         dataset: Dataset,
-        split: int,
+        eval_set: EvalSet,
         image_size: tuple[int, int],
         max_frames: int,
         device: torch.device,
     ) -> None:
-        self.eval_set = build_eval_set(dataset.name, dataset.tracklets(), dataset.splits(), split=split)
+        self.eval_set = eval_set
+        split = eval_set.split
         query, gallery = self.eval_set.query, self.eval_set.gallery
         ids = np.union1d(query["tracklet_id"].to_numpy(np.int64), gallery["tracklet_id"].to_numpy(np.int64))
         self.q_rows = np.searchsorted(ids, query["tracklet_id"].to_numpy(np.int64))

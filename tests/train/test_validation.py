@@ -20,6 +20,7 @@ from components.common.config import ConfigError
 from components.common.dataset import Dataset
 from components.evaluate.config import EvaluateConfig
 from components.evaluate.metrics import METRIC_KEYS
+from components.evaluate.protocols import build_eval_set
 from components.evaluate.run import run as evaluate_run
 from components.extract.config import ExtractConfig
 from components.extract.run import run as extract_run
@@ -76,7 +77,7 @@ def test_scores_exactly_like_extract_and_evaluate(dataset: str, tmp_path) -> Non
         )
     )["metrics"]
 
-    validator = Validator(Dataset.open(dataset), 0, (32, 16), 0, torch.device("cpu"))
+    validator = _validator(dataset, 0)
     assert validator.frames.num_frames == 4 * 2 * 6  # every frame of the test tracklets
     got = validator(model)
     for key in METRIC_KEYS:
@@ -84,8 +85,14 @@ def test_scores_exactly_like_extract_and_evaluate(dataset: str, tmp_path) -> Non
     assert got["eval_seconds"] >= 0 and not model.training
 
 
+def _validator(root: str, max_frames: int) -> Validator:
+    opened = Dataset.open(root)
+    eval_set = build_eval_set(opened.name, opened.tracklets(), opened.splits(), split=0)
+    return Validator(opened, eval_set, (32, 16), max_frames, torch.device("cpu"))
+
+
 def test_frames_are_subsampled_and_the_model_mode_is_kept(dataset: str) -> None:
-    validator = Validator(Dataset.open(dataset), 0, (32, 16), 2, torch.device("cpu"))
+    validator = _validator(dataset, 2)
     assert validator.frames.num_frames == 4 * 2 * 2
     assert np.bincount(validator.frames.rows.numpy()).tolist() == [2] * 8
     model = build_backbone(BACKBONE).train()
