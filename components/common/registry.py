@@ -6,7 +6,7 @@ the best one so far; ``models:/<name>@champion`` is what serving and ``dal extra
 Version tags (everything the registry page needs without opening runs):
 
 * ``metric.<key>``: the pipeline run's aggregated metrics as given, e.g. ``metric.rank1``
-  ``metric.rank5`` ``metric.rank10`` ``metric.rank20`` ``metric.mAP`` ``metric.mAP_trapezoid``
+  ``metric.rank5`` ``metric.rank10`` ``metric.rank20`` ``metric.mAP`` ``metric.mAP_trapezoid`` ``metric.mINP``
   (fractions in [0, 1], means over splits), ``metric.rank1_std`` ..., ``metric.num_splits``;
   written with ``repr`` so they read back exactly and a tie is a tie;
 * the caller's tags, by convention ``dataset`` (required: promotion compares only within one

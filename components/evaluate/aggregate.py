@@ -2,7 +2,7 @@
 
 Input: the ``metrics.json`` of each split's ``dal evaluate`` (or the directories holding them).
 Output ``metrics.json``: the mean of every metric under its own name (``rank1``, ..., ``mAP``,
-``mAP_trapezoid``; fractions in [0, 1]) and its standard deviation over splits as ``<name>_std``
+``mAP_trapezoid``, ``mINP``; fractions in [0, 1]) and its standard deviation over splits as ``<name>_std``
 (population std, ddof = 0), the mean CMC curve ``cmc`` and ``cmc_std``, ``num_splits``, and the
 per-split values kept in ``per_split``; plus ``cmc.png`` (mean curve with a +-1 std band).
 Other numbers every split reports (the verification figures, ``tpr_at_fpr_*``, ``threshold_at_fpr_*``,

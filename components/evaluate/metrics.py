@@ -19,6 +19,10 @@ fast-reid where they agree):
   ``AP += (recall_k - recall_{k-1}) * (precision_{k-1} + precision_k) / 2`` with ``precision_0 = 1``,
   stopping at the last good entry; only good positions add, so it equals
   ``(1/G) * sum_i ((i - 1) / (r_i - 1) + i / r_i) / 2`` with ``(i - 1) / (r_i - 1) := 1`` when ``r_i = 1``.
+* ``mINP`` (Ye et al., "Deep Learning for Person Re-identification: A Survey and Outlook", TPAMI
+  2021): per query ``INP = G / r_G``, the number of good entries over the rank of the hardest
+  (last) one, i.e. ``1 - NP`` with ``NP = (r_G - G) / r_G``; averaged over the valid queries (as
+  fast-reid's ``evaluate_rank``). 1 when every good entry precedes every other entry.
 
 Verification (``verification_*``): every non-junk query x gallery pair is a decision "same
 person?" on its cosine similarity ``q . g`` (the features are L2-normalised; higher is more
@@ -53,7 +57,7 @@ from components.common.errors import DalError
 
 REPORTED_RANKS = (1, 5, 10, 20)
 # The headline metrics, in the order they are reported.
-METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid", "mINP")
 DEFAULT_CHUNK = 256
 VERIFICATION_FPRS = (1e-3, 1e-2, 1e-1)
 ROC_POINTS = 200  # operating points kept for the ROC curve (log-spaced in FPR)
@@ -198,6 +202,7 @@ class _Accumulator:
         self.cmc_hits = np.zeros(max_rank, dtype=np.int64)
         self.ap = np.full(num_queries, np.nan)
         self.ap_trapezoid = np.full(num_queries, np.nan)
+        self.inp = np.full(num_queries, np.nan)
         self.first_rank = np.zeros(num_queries, dtype=np.int64)  # 0: no good entry
 
     def add(self, first_query: int, rows: np.ndarray, ranks: np.ndarray) -> None:
@@ -213,6 +218,7 @@ class _Accumulator:
         queries = first_query + rows[starts]
         self.ap[queries] = np.add.reduceat(precision, starts) / counts
         self.ap_trapezoid[queries] = np.add.reduceat((previous + precision) / 2, starts) / counts
+        self.inp[queries] = counts / ranks[starts + counts - 1]  # ranks ascend within a query
         first = ranks[starts].astype(np.int64)
         self.first_rank[queries] = first
         hits = first[first <= self.max_rank]
@@ -231,6 +237,7 @@ class _Accumulator:
         result |= {
             "mAP": float(np.mean(self.ap[valid])),
             "mAP_trapezoid": float(np.mean(self.ap_trapezoid[valid])),
+            "mINP": float(np.mean(self.inp[valid])),
             "cmc": cmc,
             "num_queries": len(valid),
             "num_valid_queries": num_valid,
@@ -241,6 +248,7 @@ class _Accumulator:
             result["per_query"] = {
                 "ap": self.ap,
                 "ap_trapezoid": self.ap_trapezoid,
+                "inp": self.inp,
                 "first_rank": self.first_rank,
             }
         return result
@@ -341,9 +349,10 @@ def evaluate_rank(
     """CMC and both mAPs from a (Q, G) distance matrix.
 
     Returns ``rank1``/``rank5``/``rank10``/``rank20`` (those <= max_rank), ``mAP``,
-    ``mAP_trapezoid``, ``cmc`` (float array of length ``max_rank``), ``num_queries``,
+    ``mAP_trapezoid``, ``mINP``, ``cmc`` (float array of length ``max_rank``), ``num_queries``,
     ``num_valid_queries``, ``num_queries_without_match``, ``num_gallery``; with ``per_query``
-    also per-query ``ap``, ``ap_trapezoid`` (NaN where excluded) and ``first_rank`` (0 = no match).
+    also per-query ``ap``, ``ap_trapezoid``, ``inp`` (NaN where excluded) and ``first_rank``
+    (0 = no match).
     Works in chunks of ``chunk_size`` queries, so temporaries stay bounded.
     """
     distmat = np.asarray(distmat)
@@ -422,6 +431,7 @@ def evaluate_rank_loop(
         precision = hits / k
         acc.ap[q] = precision[matches].sum() / num_good
         last = int(np.flatnonzero(matches)[-1]) + 1  # the walk stops at the last good entry
+        acc.inp[q] = num_good / last
         recall = np.r_[0.0, hits[:last] / num_good]
         prev_precision = np.r_[1.0, precision[: last - 1]]
         acc.ap_trapezoid[q] = float(np.sum(np.diff(recall) * (prev_precision + precision[:last]) / 2))

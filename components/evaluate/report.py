@@ -30,7 +30,6 @@ from components.common import storage
 from components.common.errors import DalError
 from components.evaluate import plots
 from components.evaluate.metrics import (
-    COUNT_KEYS,
     METRIC_KEYS,
     VERIFICATION_FPRS,
     VERIFICATION_KEYS,
@@ -46,6 +45,7 @@ LABELS = {
     "rank20": "rank-20",
     "mAP": "mAP",
     "mAP_trapezoid": "mAP (trapezoid, MARS code)",
+    "mINP": "mINP",
 }
 COUNT_LABELS = {
     "num_queries": "queries",
@@ -55,7 +55,6 @@ COUNT_LABELS = {
     "num_genuine_pairs": "same-person pairs",
     "num_impostor_pairs": "different-person pairs",
 }
-assert tuple(COUNT_LABELS) == COUNT_KEYS
 STYLE = (
     "body{font-family:sans-serif;margin:1em;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0}"

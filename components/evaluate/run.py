@@ -5,7 +5,7 @@ they fit (same tracklets, persons and cameras; no NaN; features of the evaluated
 the query and gallery sets (``protocols``), ranks (``metrics``) and writes to ``output``:
 
 * ``metrics.json``: flat scalars (``rank1`` ``rank5`` ``rank10`` ``rank20`` ``mAP``
-  ``mAP_trapezoid`` as fractions in [0, 1], query/gallery counts, ``split``, ``protocol``,
+  ``mAP_trapezoid`` ``mINP`` as fractions in [0, 1], query/gallery counts, ``split``, ``protocol``,
   ``direction``, ``dataset``, ``evaluated`` true) plus ``cmc``, the whole curve as a list; and the
   verification over the same query x gallery pairs (``metrics.verification_metrics``):
   ``tpr_at_fpr_0.001`` / ``0.01`` / ``0.1``, the cosine-similarity thresholds achieving them

@@ -17,7 +17,7 @@ from components.ingest.synthetic import run as synth
 from components.ingest.synthetic_config import SynthConfig
 
 pytestmark = pytest.mark.integration
-METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid")
+METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid", "mINP")
 
 
 def trained_model(dataset_uri: str, run_uri: str) -> str:

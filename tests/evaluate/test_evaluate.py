@@ -73,7 +73,7 @@ def test_mars_protocol_outputs(data: dict) -> None:
         17,
         0,
     )
-    for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid"):
+    for key in ("rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid", "mINP"):
         assert 0.0 <= metrics[key] <= 1.0
         assert summary["percent"][key] == pytest.approx(100 * metrics[key], abs=0.006)
     assert len(metrics["cmc"]) == 20 and metrics["cmc"][0] == metrics["rank1"]
@@ -218,7 +218,7 @@ def test_cli_prints_metrics_and_fails_on_bad_input(data: dict) -> None:
     ok = _cli("--dataset", data["mars"], "--features", features, "--output", str(data["root"] / "cli-out"))
     assert ok.returncode == 0, ok.stderr
     summary = json.loads(ok.stdout)
-    assert set(summary["percent"]) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid"}
+    assert set(summary["percent"]) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mAP_trapezoid", "mINP"}
     assert "rank1 " in ok.stderr and " %" in ok.stderr  # the percent line is logged
     bad = _cli("--dataset", data["prid"], "--features", features, "--output", str(data["root"] / "cli-bad"))
     assert bad.returncode == 2 and "dal evaluate: error:" in bad.stderr

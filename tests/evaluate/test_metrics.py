@@ -40,6 +40,10 @@ def test_hand_computed_junk_distractors_and_no_match(implementation) -> None:
     assert per_query["first_rank"].tolist() == [1, 6, 0]
     assert result["mAP"] == pytest.approx((3 / 4 + 1 / 6) / 2)
     assert result["mAP_trapezoid"] == pytest.approx((17 / 24 + 1 / 12) / 2)
+    # INP = goods / rank of the hardest good: query 0: 2 / 4; query 1: 1 / 6 (query 2 excluded).
+    np.testing.assert_allclose(per_query["inp"][:2], [2 / 4, 1 / 6])
+    assert np.isnan(per_query["inp"][2])
+    assert result["mINP"] == pytest.approx((1 / 2 + 1 / 6) / 2)
     assert (result["rank1"], result["rank5"], result["rank10"], result["rank20"]) == (0.5, 0.5, 1.0, 1.0)
     np.testing.assert_allclose(result["cmc"], [0.5] * 5 + [1.0] * 15)
     assert (result["num_queries"], result["num_valid_queries"], result["num_queries_without_match"]) == (
@@ -106,7 +110,7 @@ def test_fast_path_equals_per_query_argsort_loop(seed: int) -> None:
             continue
         kwargs = {"chunk_size": int(rng.integers(1, 20)), "workers": int(rng.integers(1, 3))}
         actual = M.evaluate_rank(*case, max_rank=max_rank, per_query=True, **kwargs)
-        for key in ("ap", "ap_trapezoid", "first_rank"):
+        for key in ("ap", "ap_trapezoid", "inp", "first_rank"):
             np.testing.assert_allclose(actual["per_query"][key], expected["per_query"][key], equal_nan=True)
         np.testing.assert_allclose(actual["cmc"], expected["cmc"])
         assert M.flat_metrics(actual) == pytest.approx(M.flat_metrics(expected))

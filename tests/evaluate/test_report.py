@@ -64,7 +64,7 @@ def _png(data: str) -> bytes:
 def _split_doc(split: int, rank1: float, mAP: float, dataset: str = "prid2011") -> dict:
     """The shape of dal evaluate's metrics.json."""
     return {"rank1": rank1, "rank5": 0.8, "rank10": 0.9, "rank20": 1.0, "mAP": mAP,
-            "mAP_trapezoid": mAP - 0.05, "num_queries": 89, "num_valid_queries": 88,
+            "mAP_trapezoid": mAP - 0.05, "mINP": mAP / 2, "num_queries": 89, "num_valid_queries": 88,
             "num_queries_without_match": 1, "num_gallery": 89, "cmc": [rank1] + [1.0] * 19,
             "split": split, "protocol": "splits", "direction": "forward", "dataset": dataset}  # fmt: skip
 
@@ -240,3 +240,9 @@ def test_verification_table_and_roc_on_the_pages(tmp_path: Path) -> None:
     assert "ROC AUC" not in report.split_report_html(
         "t", SplitResult.from_document(_split_doc(0, 0.5, 0.5), "t"), b"png", None
     )
+
+
+def test_every_metric_and_count_has_a_label() -> None:
+    from components.evaluate.metrics import COUNT_KEYS, METRIC_KEYS
+
+    assert tuple(report.LABELS) == METRIC_KEYS and tuple(report.COUNT_LABELS) == COUNT_KEYS
