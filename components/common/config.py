@@ -90,6 +90,7 @@ def _argument(config_cls: type, field: dataclasses.Field, hint: Any) -> dict[str
     if tp is bool:
         kwargs["type"] = _parse_bool
         kwargs["metavar"] = "{true,false}"
+        kwargs["nargs"], kwargs["const"] = "?", True  # a bare --flag means true
     elif origin is Literal:
         choices = list(get_args(tp))
         kwargs["type"] = type(choices[0])

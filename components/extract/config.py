@@ -28,6 +28,13 @@ class ExtractConfig(TrackingOptions):
     pooling: Literal["max", "mean"] = dataclasses.field(
         default=DEFAULT_POOLING, metadata={"help": "tracklet pooling of the L2-normalised frame features"}
     )
+    flip: bool = dataclasses.field(
+        default=False,
+        metadata={
+            "help": "test-time augmentation: average each frame's L2-normalised feature with its "
+            "left-right mirror's before pooling (twice the compute)"
+        },
+    )
     batch_size: int = dataclasses.field(default=128, metadata={"help": "frames per forward pass"})
     device: Literal["auto", "cpu", "cuda"] = dataclasses.field(
         default="auto", metadata={"help": "auto: this rank's GPU when CUDA is available, else the CPU"}

@@ -3,7 +3,8 @@
 Frames of the requested tracklets stream out of the Parquet row groups (only row groups whose
 tracklet range holds a requested tracklet are read), are decoded, resized to the model's input
 size and normalised with its mean/std, and go through the backbone in inference mode (bf16
-autocast and channels_last on CUDA). Each frame feature is L2-normalised and folded into a
+autocast and channels_last on CUDA); with ``flip`` each frame's feature is the mean of its and its
+mirror's L2-normalised features (``model.embed``). Each frame feature is L2-normalised and folded into a
 per-tracklet running max (or mean), so memory holds one (T, D) accumulator and never all frame
 features. Under torchrun the ranks split the row groups, their accumulators are all-reduced,
 and rank 0 writes the file.
@@ -113,9 +114,9 @@ def _extract(config: ExtractConfig, env: DistEnv, dataset: Dataset) -> dict[str,
     frames = FrameBatches(dataset, refs, ids, (info.image_height, info.image_width), config.batch_size)
     pooler = TrackletPooler(len(ids), info.feature_dim, config.pooling, env.device)
     log.info(
-        "extracting %d %s tracklets of %s with %s (%s pooling) on %s, rank %d/%d: %d row groups",
-        len(ids), config.subset, dataset.name, info.backbone, config.pooling, env.device,
-        env.rank, env.world_size, len(refs),
+        "extracting %d %s tracklets of %s with %s (%s pooling%s) on %s, rank %d/%d: %d row groups",
+        len(ids), config.subset, dataset.name, info.backbone, config.pooling,
+        ", flip TTA" if config.flip else "", env.device, env.rank, env.world_size, len(refs),
     )  # fmt: skip
     started = time.perf_counter()
     total_rows = sum(ref.num_rows for ref in refs)
@@ -123,7 +124,7 @@ def _extract(config: ExtractConfig, env: DistEnv, dataset: Dataset) -> dict[str,
     with bar, torch.inference_mode():
         for batch, rows, scanned in _loader(frames, config.workers, env.device):
             if len(rows):
-                pooler.update(rows, embed(model, batch, info.mean, info.std, env.device))
+                pooler.update(rows, embed(model, batch, info.mean, info.std, env.device, flip=config.flip))
             bar.update(scanned)
     pooler.all_reduce(env)
     seconds = time.perf_counter() - started
@@ -142,6 +143,7 @@ def _extract(config: ExtractConfig, env: DistEnv, dataset: Dataset) -> dict[str,
         "subset": config.subset,
         "split": config.split,
         "pooling": config.pooling,
+        "flip": config.flip,
         "num_tracklets": len(ids),
         "num_frames": num_frames,
         "feature_dim": info.feature_dim,
@@ -166,6 +168,7 @@ def _extract(config: ExtractConfig, env: DistEnv, dataset: Dataset) -> dict[str,
                 "subset": config.subset,
                 "split": config.split,
                 "pooling": config.pooling,
+                "flip": config.flip,
                 "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             },
         )

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from components.common import images
@@ -44,9 +45,24 @@ def embed(
     mean: Sequence[float],
     std: Sequence[float],
     device: torch.device,
+    *,
+    flip: bool = False,
 ) -> torch.Tensor:
     """Frame features of ``batch`` (N, 3, H, W) in [0, 1], in the model's precision (float32, or
-    float64 for the EMA model of a ``precision=fp64`` run); not L2-normalised (pooling does it)."""
+    float64 for the EMA model of a ``precision=fp64`` run); not L2-normalised (pooling does it).
+
+    ``flip`` (test-time augmentation): each frame's feature is the mean of the L2-normalised
+    features of the frame and of its left-right mirror, both in one forward pass of 2N frames.
+    Averaging unit vectors (not raw features, as fast-reid does) keeps either view from
+    dominating by its norm; the result is a mirror-invariant direction, normalised by the pooling.
+    """
     dtype = parameter_dtype(model)
+    x = model_input(batch, device, dtype, mean, std)
+    if flip:
+        x = torch.cat([x, x.flip(-1)])
     with forward_precision(device, dtype):
-        return model(model_input(batch, device, dtype, mean, std)).to(dtype)
+        features = model(x).to(dtype)
+    if not flip:
+        return features
+    plain, mirrored = F.normalize(features, dim=1).chunk(2)
+    return (plain + mirrored) / 2

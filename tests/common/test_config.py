@@ -115,3 +115,10 @@ def test_parse_field_parses_as_the_flag_does() -> None:
 def test_parse_field_names_the_bad_field(name: str, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_field(Example, name, text)
+
+
+def test_a_bare_boolean_flag_means_true() -> None:
+    assert from_args(Example, _parser().parse_args(["--name", "n", "--flag"])).flag is True
+    assert from_args(Example, _parser().parse_args(["--name", "n", "--flag", "false"])).flag is False
+    assert from_args(Example, _parser().parse_args(["--flag", "--name", "n"])).flag is True  # next flag
+    assert parse_field(Example, "flag", "false") is False

@@ -26,9 +26,15 @@ SIZE = (32, 16)  # (height, width) of stored frames and of the test models' inpu
 
 
 def frame(
-    person: int, camera: int, index: int, rng: np.random.Generator, size: tuple[int, int] = SIZE
+    person: int,
+    camera: int,
+    index: int,
+    rng: np.random.Generator,
+    size: tuple[int, int] = SIZE,
+    symmetric: bool = False,
 ) -> bytes:
-    """A PNG frame: the person's upper/lower colours, a camera brightness shift, noise."""
+    """A PNG frame: the person's upper/lower colours, a camera brightness shift, noise (made
+    left-right symmetric, its own mirror image, with ``symmetric``)."""
     colours = np.random.default_rng(1000 + person).integers(30, 226, size=(2, 3))
     height, width = size
     image = np.empty((height, width, 3), dtype=np.float64)
@@ -37,6 +43,8 @@ def frame(
     image += 20 * camera - 10 + rng.normal(0, 6, image.shape)
     shift = int(index % 3) - 1  # a small horizontal jitter along the tracklet
     image = np.roll(image, shift, axis=1)
+    if symmetric:
+        image = (image + image[:, ::-1]) / 2
     buffer = io.BytesIO()
     Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -95,7 +103,13 @@ def prid_splits(num_persons: int = 8, num_splits: int = 3, seed: int = 0) -> pd.
 
 
 def write_dataset(
-    root: str, layout: str = "mars", *, seed: int = 0, row_group_rows: int = 7, size: tuple[int, int] = SIZE
+    root: str,
+    layout: str = "mars",
+    *,
+    seed: int = 0,
+    row_group_rows: int = 7,
+    size: tuple[int, int] = SIZE,
+    symmetric: bool = False,
 ) -> dict[str, Any]:
     """Write a published tiny dataset of ``layout`` (manifest name = the layout) to ``root``."""
     rows = _tracklet_rows(layout, seed)
@@ -109,7 +123,10 @@ def write_dataset(
                     "frame_index": list(range(count)),
                     "person_id": [row["person_id"]] * count,
                     "camera_id": [row["camera_id"]] * count,
-                    "image": [frame(row["person_id"], row["camera_id"], i, rng, size) for i in range(count)],
+                    "image": [
+                        frame(row["person_id"], row["camera_id"], i, rng, size, symmetric)
+                        for i in range(count)
+                    ],
                     "source_path": [f"t{tracklet}/{i:03d}.png" for i in range(count)],
                 }
             )
