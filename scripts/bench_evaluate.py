@@ -14,6 +14,7 @@ fails (exit 1) if the fast path and the loop disagree on any of those queries.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "--noise", type=float, default=2.5, help="feature noise at D = 256, scaled by (D / 256) ** 0.25"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=str(REPO / "work" / "bench" / "evaluate.json"))
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else args.repeat
     dim = args.dim // (4 if args.quick else 1)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     t_loop_all = t_loop * num_q / len(sample)
 
     disagree = 0
-    for key in ("ap", "ap_trapezoid", "first_rank"):
+    for key in ("ap", "ap_trapezoid", "inp", "first_rank"):
         a, b = fast["per_query"][key][sample], loop["per_query"][key]
         disagree += int(np.sum(~np.isclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)))
 
@@ -160,6 +162,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"process peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     verdict = "agree" if not disagree else f"{disagree} DIFFERENCES"
     print(f"fast path vs loop on {len(sample)} queries, distmat vs chunked features path: {verdict}")
+    record = {
+        "structure": label,
+        "num_queries": num_q,
+        "num_gallery": num_g,
+        "dim": dim,
+        "threads": args.threads,
+        "quick": args.quick,
+        "seconds": dict(zip(("distmat", "rank_1_thread", "rank_threads", "features_chunked", "loop"),
+                            (t_dist, t_rank1, t_rank_t, t_feat, t_loop_all), strict=True)),
+        "loop_queries_timed": len(sample),
+        "speedup_over_loop": t_loop_all / t_rank_t,
+        "peak_features_mib": peak_features,
+        "agree": not disagree,
+        "metrics": {k: flat_fast[k] for k in M.METRIC_KEYS},
+    }  # fmt: skip
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {output}")
     return 1 if disagree else 0
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from components.common import storage
@@ -36,7 +36,7 @@ from components.evaluate.metrics import (
     threshold_key,
     tpr_key,
 )
-from components.evaluate.run import CMC_FILE, METRICS_FILE, RANKLIST_FILE, ROC_FILE
+from components.evaluate.run import CMC_FILE, METRICS_FILE, RANKLIST_FILE, ROC_FILE, VARIANT_PREFIXES
 
 LABELS = {
     "rank1": "rank-1",
@@ -55,6 +55,7 @@ COUNT_LABELS = {
     "num_genuine_pairs": "same-person pairs",
     "num_impostor_pairs": "different-person pairs",
 }
+VARIANT_LABELS = {"rerank_": "re-ranked", "aqe_": "AQE", "aqe_rerank_": "AQE + re-ranked"}
 STYLE = (
     "body{font-family:sans-serif;margin:1em;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0}"
@@ -88,7 +89,7 @@ class SplitResult:
             protocol=str(document.get("protocol", "")),
             direction=str(document.get("direction", "")),
             split=int(document["split"]),
-            metrics={k: float(document[k]) for k in METRIC_KEYS},
+            metrics={k: float(document[k]) for k in (*METRIC_KEYS, *_variant_keys(document))},
             counts={k: int(document[k]) for k in COUNT_LABELS if k in document},
             cmc=tuple(float(v) for v in document["cmc"]),
             verification=_verification(document),
@@ -118,12 +119,33 @@ class Aggregated:
             protocol=str(document.get("protocol", "")),
             direction=str(document.get("direction", "")),
             num_splits=int(document["num_splits"]),
-            mean={k: float(document[k]) for k in METRIC_KEYS},
-            std={k: float(document[f"{k}_std"]) for k in METRIC_KEYS},
+            mean={k: float(document[k]) for k in (*METRIC_KEYS, *_variant_keys(document))},
+            std={k: float(document[f"{k}_std"]) for k in (*METRIC_KEYS, *_variant_keys(document))},
             cmc=tuple(float(v) for v in document["cmc"]),
             cmc_std=tuple(float(v) for v in document["cmc_std"]),
             verification=_verification(document),
         )
+
+
+def _variant_keys(document: Mapping[str, Any]) -> list[str]:
+    """The re-ranked / query-expanded metrics present (``dal evaluate --rerank / --aqe``)."""
+    return [
+        p + k for p in VARIANT_PREFIXES if all(p + k in document for k in METRIC_KEYS) for k in METRIC_KEYS
+    ]
+
+
+def _variants(keys: Sequence[str]) -> list[str]:
+    return [p for p in VARIANT_PREFIXES if p + METRIC_KEYS[0] in keys]
+
+
+def _variants_html(cell: Callable[[str], str], keys: Sequence[str]) -> list[str]:
+    """The plain metrics beside each variant's, when there are variants."""
+    variants = _variants(keys)
+    if not variants:
+        return []
+    header = ["metric", "plain", *(VARIANT_LABELS[p] for p in variants)]
+    rows = [[LABELS[k], cell(k), *(cell(p + k) for p in variants)] for k in METRIC_KEYS]
+    return ["<h2>Re-ranking and query expansion</h2>", _table_html(header, rows)]
 
 
 def _verification(document: Mapping[str, Any]) -> dict[str, float]:
@@ -194,6 +216,22 @@ def metrics_markdown(
     counts = [str(aggregated.num_splits)] + ([str(initial.num_splits)] if initial else [])
     lines.append("| " + " | ".join(["splits", *counts]) + " |")
     lines += ["", "Mean ± population std over splits; fractions of queries, in percent."]
+    variants = _variants(list(aggregated.mean))
+    if variants:
+        labels = [VARIANT_LABELS[p] for p in variants]
+        lines += [
+            "",
+            "| metric | plain | " + " | ".join(labels) + " |",
+            "|:---" + "|---:" * (1 + len(labels)) + "|",
+        ]
+        lines += [
+            "| "
+            + " | ".join(
+                _md(c) for c in [LABELS[k], *(_aggregated_cell(aggregated, p + k) for p in ("", *variants))]
+            )
+            + " |"
+            for k in METRIC_KEYS
+        ]
     if aggregated.verification:
         v = aggregated.verification
         lines += [
@@ -260,6 +298,7 @@ def split_report_html(
         f"<p>{html.escape(_subtitle(metrics.dataset, metrics.protocol, metrics.direction))}, "
         f"split {metrics.split}</p>",
         _table_html(["metric", "value"], rows),
+        *_variants_html(lambda k: percent(metrics.metrics[k]), list(metrics.metrics)),
         "<h2>CMC curve</h2>",
         _image_html(cmc_png, "CMC curve"),
         *_verification_html(metrics.verification, roc_png),
@@ -288,6 +327,7 @@ def aggregate_report_html(
         f"<p>{html.escape(_subtitle(aggregated.dataset, aggregated.protocol, aggregated.direction))}: "
         f"mean ± population std over {aggregated.num_splits} split(s)</p>",
         _table_html(header, rows),
+        *_variants_html(lambda k: _aggregated_cell(aggregated, k), list(aggregated.mean)),
         "<h2>Mean CMC curve</h2>",
         _image_html(cmc_png, "mean CMC curve"),
         *_verification_html(aggregated.verification, None),

@@ -10,7 +10,10 @@ the query and gallery sets (``protocols``), ranks (``metrics``) and writes to ``
   verification over the same query x gallery pairs (``metrics.verification_metrics``):
   ``tpr_at_fpr_0.001`` / ``0.01`` / ``0.1``, the cosine-similarity thresholds achieving them
   ``threshold_at_fpr_0.001`` / ``0.01`` / ``0.1`` (same person when similarity >= threshold),
-  ``roc_auc``, ``num_genuine_pairs``, ``num_impostor_pairs``;
+  ``roc_auc``, ``num_genuine_pairs``, ``num_impostor_pairs``; with ``--rerank`` / ``--aqe``
+  the ranking metrics once more per variant (``variant_metrics``): ``rerank_<metric>`` after
+  k-reciprocal re-ranking, ``aqe_<metric>`` after average query expansion, ``aqe_rerank_<metric>``
+  after both (``components.evaluate.rerank``);
 * ``cmc.png``, ``roc.png`` and ``ranklist.png`` (one frame per tracklet: query, then its top
   gallery tracklets framed green when the person matches and red otherwise; junk is not shown).
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -51,6 +55,7 @@ from components.evaluate.protocols import (
     protocol_for,
     rows_of,
 )
+from components.evaluate.rerank import average_query_expansion, k_reciprocal_distances
 
 log = logging.getLogger(__name__)
 
@@ -141,14 +146,59 @@ def _ranklist_png(
     return plots.ranklist_png(rows, RANKLIST_CELL)
 
 
+VARIANT_PREFIXES = ("rerank_", "aqe_", "aqe_rerank_")
+
+
+def percent_keys(flat: dict[str, float]) -> list[str]:
+    """The ranking metrics of ``flat`` (plain, then each variant present), in report order."""
+    return [p + k for p in ("", *VARIANT_PREFIXES) for k in METRIC_KEYS if p + k in flat]
+
+
 def _percent_line(flat: dict[str, float]) -> str:
-    ranking = ", ".join(f"{key} {100 * flat[key]:.2f} %" for key in METRIC_KEYS if key in flat)
+    ranking = ", ".join(f"{key} {100 * flat[key]:.2f} %" for key in percent_keys(flat))
     verification = ", ".join(
         f"TPR {100 * flat[tpr_key(f)]:.2f} % at FPR {f:g} (similarity >= {flat[threshold_key(f)]:.4f})"
         for f in VERIFICATION_FPRS
         if tpr_key(f) in flat
     )
     return f"{ranking}; {verification}" if verification else ranking
+
+
+def variant_metrics(
+    config: EvaluateConfig,
+    q_feats: np.ndarray,
+    g_feats: np.ndarray,
+    ids: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> dict[str, float]:
+    """The ranking metrics after query expansion (``aqe_*``), re-ranking (``rerank_*``) and both
+    (``aqe_rerank_*``: re-ranked expanded features, fast-reid's order), as configured."""
+    rerank, aqe = config.rerank_settings, config.aqe_settings
+    variants = [("", q_feats, g_feats)]
+    if aqe is not None:
+        started = time.perf_counter()
+        expanded = average_query_expansion(q_feats, g_feats, aqe.k, aqe.alpha)
+        log.info("query expansion (k %d, alpha %g): %.1f s", aqe.k, aqe.alpha, time.perf_counter() - started)
+        variants.append(("aqe_", *expanded))
+    workers = config.threads or len(os.sched_getaffinity(0))
+    found: dict[str, float] = {}
+    for prefix, query, gallery in variants:
+        if prefix:
+            result = metrics_lib.evaluate_features(
+                query, gallery, *ids, config.max_rank, chunk_size=config.chunk_size, workers=workers
+            )
+            found |= {prefix + key: float(result[key]) for key in METRIC_KEYS}
+        if rerank is not None:
+            started = time.perf_counter()
+            distances = k_reciprocal_distances(query, gallery, rerank.k1, rerank.k2, rerank.lambda_value)
+            log.info(
+                "re-ranking (k1 %d, k2 %d, lambda %g) of %d x %d: %.1f s", rerank.k1, rerank.k2,
+                rerank.lambda_value, len(query), len(gallery), time.perf_counter() - started,
+            )  # fmt: skip
+            result = metrics_lib.evaluate_rank(
+                distances, *ids, config.max_rank, chunk_size=config.chunk_size, workers=workers
+            )
+            found |= {f"{prefix}rerank_{key}": float(result[key]) for key in METRIC_KEYS}
+    return found
 
 
 def evaluate(
@@ -202,6 +252,7 @@ def evaluate(
     )
     verification = metrics_lib.verification_features(q_feats, g_feats, *ids, chunk_size=config.chunk_size)
     flat = metrics_lib.flat_metrics(result) | metrics_lib.flat_metrics(verification)
+    flat |= variant_metrics(config, q_feats, g_feats, ids)
     document: dict[str, Any] = {
         "evaluated": True,
         **flat,
@@ -253,7 +304,7 @@ def run(config: EvaluateConfig) -> dict[str, Any]:
             logger.log_bytes(png, name)
         return {
             "metrics": flat,
-            "percent": {k: round(100 * flat[k], 2) for k in METRIC_KEYS if k in flat},
+            "percent": {k: round(100 * flat[k], 2) for k in percent_keys(flat)},
             "protocol": document["protocol"],
             "split": document["split"],
             "direction": document["direction"],

@@ -60,6 +60,35 @@ def _config(data: dict, dataset: str, features: str, name: str, **kwargs) -> Eva
     return EvaluateConfig(dataset=data[dataset], features=features, output=str(data["root"] / name), **kwargs)
 
 
+def test_rerank_and_aqe_variants_are_scored_beside_the_plain_metrics(data: dict) -> None:
+    from components.evaluate.metrics import METRIC_KEYS, evaluate_rank
+    from components.evaluate.protocols import build_eval_set
+    from components.evaluate.rerank import k_reciprocal_distances
+
+    features = _features(data["mars"], noise=0.8)
+    uri = _write(data, features, "mars-variants")
+    plain = run(_config(data, "mars", uri, "plain", num_ranklist_queries=0))["metrics"]
+    both = run(_config(data, "mars", uri, "both", rerank="4,3,0.3", aqe="on", num_ranklist_queries=0))
+    metrics = json.loads((data["root"] / "both" / "metrics.json").read_text())
+    for prefix in ("rerank_", "aqe_", "aqe_rerank_"):
+        assert {prefix + k for k in METRIC_KEYS} <= set(metrics) and prefix + "rank1" in both["percent"]
+    assert {k: metrics[k] for k in METRIC_KEYS} == {k: plain[k] for k in METRIC_KEYS}  # plain unchanged
+    # The variant is the library's re-ranking of exactly the evaluated query and gallery.
+    dataset = Dataset.open(data["mars"])
+    eval_set = build_eval_set("mars", dataset.tracklets(), dataset.splits())
+    row = {t: i for i, t in enumerate(features.tracklet_id)}
+    q, g = ([row[t] for t in s["tracklet_id"]] for s in (eval_set.query, eval_set.gallery))
+    ids = [s[c].to_numpy() for c in ("person_id", "camera_id") for s in (eval_set.query, eval_set.gallery)]
+    expected = evaluate_rank(
+        k_reciprocal_distances(features.feature[q], features.feature[g], 4, 3, 0.3), *ids
+    )
+    assert {k: metrics["rerank_" + k] for k in METRIC_KEYS} == {k: expected[k] for k in METRIC_KEYS}
+    # lambda = 1 keeps only the (row-normalised) original distance: the plain ranking again.
+    original = run(_config(data, "mars", uri, "lambda1", rerank="4,3,1.0", num_ranklist_queries=0))["metrics"]
+    assert {k: original["rerank_" + k] for k in METRIC_KEYS} == {k: plain[k] for k in METRIC_KEYS}
+    assert not [k for k in original if k.startswith("aqe_")]
+
+
 def test_mars_protocol_outputs(data: dict) -> None:
     features = _write(data, _features(data["mars"], noise=0.8), "mars-noisy")
     summary = run(_config(data, "mars", features, "mars-out", num_ranklist_queries=3))

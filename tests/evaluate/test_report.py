@@ -246,3 +246,31 @@ def test_every_metric_and_count_has_a_label() -> None:
     from components.evaluate.metrics import COUNT_KEYS, METRIC_KEYS
 
     assert tuple(report.LABELS) == METRIC_KEYS and tuple(report.COUNT_LABELS) == COUNT_KEYS
+
+
+def test_rerank_and_aqe_variants_get_their_columns(tmp_path: Path) -> None:
+    from components.evaluate.metrics import METRIC_KEYS
+
+    inputs = []
+    for split, rank1 in enumerate((0.5, 0.7)):
+        doc = _split_doc(split, rank1, 0.4)
+        doc |= {f"rerank_{k}": doc[k] + 0.1 for k in METRIC_KEYS}  # only re-ranking was asked for
+        folder = tmp_path / f"eval{split}"
+        storage.write_json(str(folder / "metrics.json"), doc)
+        storage.write_bytes(str(folder / "cmc.png"), plots.cmc_png({"CMC": [rank1, 1.0]}))
+        inputs.append(str(folder))
+    report.write_split_report(inputs[1], str(tmp_path / "split.html"))
+    cells = [t.strip() for t in _parse((tmp_path / "split.html").read_text()).text if t.strip()]
+    at = cells.index("re-ranked")
+    assert cells[at - 2 : at + 4] == ["metric", "plain", "re-ranked", "rank-1", "70.00 %", "80.00 %"]
+    assert "AQE" not in cells
+
+    aggregate_run(AggregateConfig(inputs=tuple(inputs), output=str(tmp_path / "agg"), mlflow_tracking_uri=""))
+    aggregated = report.read_aggregated(str(tmp_path / "agg"))
+    markdown = report.metrics_markdown(aggregated)
+    headers = [line for line in markdown.splitlines() if line.startswith("| metric |")]
+    assert headers[-1] == "| metric | plain | re-ranked |"
+    rank1_rows = [line for line in markdown.splitlines() if line.startswith("| rank-1 |")]
+    assert rank1_rows[-1].split("|")[2:4] == [" 60.00 ± 10.00 % ", " 70.00 ± 10.00 % "]
+    page = _parse(report.aggregate_report_html("agg", aggregated, b"png"))
+    assert "70.00 ± 10.00 %" in [t.strip() for t in page.text]
