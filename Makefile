@@ -59,11 +59,13 @@ compile: setup ## compile the KFP pipeline to pipelines/compiled/dal_pipeline.ya
 submit: setup ## upload the compiled pipeline to $KFP_HOST and start a run (PIPELINE_ARGS="--dataset prid2011 ...")
 	$(BIN)/dal pipeline submit $(PIPELINE_ARGS)
 
-bench: setup ## speed and memory benchmarks (scripts, not tests)
+bench: setup ## speed and memory benchmarks (scripts, not tests), then one table of them beside their anchors
 	$(BIN)/python scripts/bench_ingest.py
-	$(BIN)/python scripts/bench_evaluate.py
+	$(BIN)/python scripts/bench_evaluate.py --output $(WORK)/bench/evaluate.json
+	$(BIN)/python scripts/bench_rerank.py --output $(WORK)/bench/rerank.json
 	$(BIN)/python scripts/bench_train.py
-	$(BIN)/python scripts/bench_search.py
+	$(BIN)/python scripts/bench_search.py --output $(WORK)/bench/search.json
+	$(BIN)/python scripts/bench_table.py --input $(WORK)/bench
 
 bench-accuracy: setup ## learning quality: DAL vs supervised vs untrained (ImageNet, random) on synthetic PRID2011 / MARS (~55 min on 2 cores; BENCH_ARGS="--quick")
 	$(BIN)/python scripts/bench_accuracy.py $(BENCH_ARGS)
