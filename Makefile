@@ -63,7 +63,9 @@ bench: setup ## speed and memory benchmarks (scripts, not tests), then one table
 	$(BIN)/python scripts/bench_ingest.py
 	$(BIN)/python scripts/bench_evaluate.py --output $(WORK)/bench/evaluate.json
 	$(BIN)/python scripts/bench_rerank.py --output $(WORK)/bench/rerank.json
-	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_train.py --laptop --output $(WORK)/bench/train-laptop.json
+	$(BIN)/python scripts/bench_train.py --output $(WORK)/bench/train.json
+	$(BIN)/python scripts/bench_train.py --anchors 8298 --output $(WORK)/bench/train-anchors.json
 	$(BIN)/python scripts/bench_search.py --output $(WORK)/bench/search.json
 	$(BIN)/python scripts/bench_table.py --input $(WORK)/bench
 

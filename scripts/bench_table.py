@@ -105,15 +105,15 @@ def _search(r: dict[str, Any]) -> list[Row]:
 
 def _train(r: dict[str, Any]) -> list[Row]:
     settings, rates = r["settings"], r["frames_per_s"]
-    setting = (
-        f"{settings['backbone']} {settings['height']}x{settings['width']}, batch {settings['batch_size']}"
-    )
+    setting = f"{settings['backbone']} {settings['height']}x{settings['width']} ({settings['weights']})"
+    setting += f", batch {settings['batch_size']}"
     setting += f", {settings['anchors']:,} anchors"
     loader = max(v for k, v in rates.items() if k.startswith("loader_"))
     goals, met = r["goals"], r["pass"]
     return [
         Row(f"association overhead, {setting}", f"{rates['step_dal']:.0f} frames/s",
-            f"step without it {rates['step_no_association']:.0f} frames/s",
+            f"step without it {rates['step_no_association']:.0f} frames/s (A/A noise "
+            f"{100 * r['noise_floor']:+.1f} %)",
             f"{100 * r['association_overhead']:.1f} %", f"<= {100 * goals['association_overhead_max']:g} %",
             bool(met["association_overhead"])),
         Row(f"loader, {setting}", f"{loader:.0f} frames/s", f"training step {rates['step_dal']:.0f} frames/s",
@@ -127,7 +127,7 @@ SOURCES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "rerank.json": _rerank,
     "evaluate.json": _evaluate,
     "search.json": _search,
-    "train-quick.json": _train,
+    "train-laptop.json": _train,
     "train.json": _train,
     "train-anchors.json": _train,
 }

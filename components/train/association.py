@@ -30,7 +30,7 @@ The warm-up before cross-camera association is the caller's (it passes ``cross_c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -47,9 +47,10 @@ def l2_normalize(x: Tensor) -> Tensor:
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True).clamp_min(EPSILON))
 
 
-def _ranking_distances(x: Tensor, y: Tensor) -> Tensor:
-    """Squared distances (n, m) by one matmul: used only to rank, never differentiated."""
-    return x.pow(2).sum(1, keepdim=True) + y.pow(2).sum(1) - 2 * x @ y.T
+def _ranking_distances(x: Tensor, x_sq: Tensor, y: Tensor, y_sq: Tensor) -> Tensor:
+    """Squared distances (n, m) by one matmul: used only to rank, never differentiated. ``x_sq`` and
+    ``y_sq`` are ``x.pow(2).sum(1)`` and ``y.pow(2).sum(1)``, kept for the anchors between calls."""
+    return x_sq[:, None] + y_sq - 2 * x @ y.T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,13 @@ class AnchorAssociation(nn.Module):
     ``distributed=None`` gathers over ``process_group`` (default: the world) whenever
     torch.distributed is initialised with more than one rank; ``False`` always computes on the
     local batch alone (e.g. unit tests, or a reference computation inside a process group).
+
+    The anchors of all cameras are one (N, D) matrix per kind, camera-major (``_intra``, ``_cross``);
+    the per-camera buffers ``intra_anchor_c`` / ``cross_anchor_c`` (the state dict) are views of
+    their rows, so that a call gathers and updates the rows of a batch with one op each. The
+    normalised intra anchors and their squared norms are kept between calls (``_normalized_intra``):
+    a call touches at most B rows of them, while normalising all N rows at every call was most of
+    the association's time at MARS's 8298 tracklets.
     """
 
     def __init__(
@@ -111,10 +119,12 @@ class AnchorAssociation(nn.Module):
         self.unit_start = bool(unit_start)
         self._distributed = distributed
         self._process_group = process_group
-        for c, n in enumerate(sizes):
-            self.register_buffer(f"intra_anchor_{c}", torch.zeros(n, feature_dim))
-            self.register_buffer(f"cross_anchor_{c}", torch.zeros(n, feature_dim))
-        # Anchors of all cameras are ranked as one concatenated (N, D) matrix; these map its rows.
+        self.register_buffer("_intra", torch.zeros(sum(sizes), feature_dim), persistent=False)
+        self.register_buffer("_cross", torch.zeros(sum(sizes), feature_dim), persistent=False)
+        self._normalized: tuple[Tensor, Tensor] | None = None
+        self._normalized_version = -1
+        self._bind_views()
+        # These map the rows of the concatenated anchors to cameras and back.
         offsets = torch.tensor([0, *sizes]).cumsum(0)
         self.register_buffer("_offsets", offsets, persistent=False)
         self.register_buffer("_sizes", torch.tensor(sizes), persistent=False)
@@ -123,9 +133,32 @@ class AnchorAssociation(nn.Module):
             torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)),
             persistent=False,
         )
+        self.register_buffer("_camera_column", torch.arange(len(sizes))[:, None], persistent=False)
         self.last_stats: AssociationStats | None = None
         if init_features is not None:
             self.init_anchors(init_features)
+
+    def _bind_views(self) -> None:
+        """(Re)make the per-camera buffers views of the concatenated anchors: a module conversion
+        (``.to``, ``.double``) converts every buffer on its own, which would break the sharing."""
+        intra, cross = self._intra.split(self.sizes), self._cross.split(self.sizes)
+        for c in range(len(self.sizes)):
+            self.register_buffer(f"intra_anchor_{c}", intra[c])
+            self.register_buffer(f"cross_anchor_{c}", cross[c])
+        self._normalized = None
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> AnchorAssociation:
+        super()._apply(fn, recurse)
+        self._bind_views()
+        return self
+
+    def _load_from_state_dict(self, state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        for kind in ("intra", "cross"):  # load_state_dict(assign=True) put its tensors in the views' place
+            whole, parts = getattr(self, f"_{kind}"), getattr(self, f"{kind}_anchors")
+            if any(p.untyped_storage().data_ptr() != whole.untyped_storage().data_ptr() for p in parts):
+                setattr(self, f"_{kind}", torch.cat(parts))
+        self._bind_views()
 
     @property
     def num_cameras(self) -> int:
@@ -135,7 +168,7 @@ class AnchorAssociation(nn.Module):
     def dtype(self) -> torch.dtype:
         """The anchors' dtype, in which all distances and updates are computed (float32 unless the
         module was converted, e.g. ``.double()`` for float64 reference runs)."""
-        return self.intra_anchor_0.dtype
+        return self._intra.dtype
 
     @property
     def intra_anchors(self) -> list[Tensor]:
@@ -166,6 +199,35 @@ class AnchorAssociation(nn.Module):
             for anchors in (self.intra_anchors[c], self.cross_anchors[c]):
                 anchors.copy_(l2_normalize(feats.to(anchors.device, anchors.dtype)))
 
+    def _normalized_intra(self) -> tuple[Tensor, Tensor]:
+        """``l2_normalize(_intra)`` (N, D) and its rows' squared norms (N,), kept between calls.
+
+        ``_update`` refreshes the rows it moves (``_refresh_normalized``); any other in-place write
+        to the anchors (load_state_dict, init_anchors, a write to a buffer) moves the version counter
+        that all views of ``_intra`` share, and everything is normalised again here. Normalising and
+        summing run row by row (each row is reduced alone, in the same order whatever the number of
+        rows), so a refreshed row is bit-identical to the row of the whole matrix normalised anew.
+        (A write through ``.data`` bypasses the version counter: do not edit the anchors that way.)
+        """
+        if self._normalized is None or self._normalized_version != self._intra._version:
+            with torch.no_grad(), torch.inference_mode(False):
+                intra_n = l2_normalize(self._intra)
+                self._normalized = (intra_n, intra_n.pow(2).sum(1))
+            self._normalized_version = self._intra._version
+        return self._normalized
+
+    def _refresh_normalized(self, rows: Tensor, moved: Tensor) -> tuple[Tensor, Tensor]:
+        """After ``_update`` moved the intra anchors of ``rows`` (unique) to ``moved``: their new
+        normalised anchors and squared norms, also written into the kept normalised matrix."""
+        assert self._normalized is not None, "forward normalises the anchors before it updates them"
+        intra_n, intra_sq = self._normalized
+        fresh = l2_normalize(moved)
+        fresh_sq = fresh.pow(2).sum(1)
+        intra_n.index_copy_(0, rows, fresh)
+        intra_sq.index_copy_(0, rows, fresh_sq)
+        self._normalized_version = self._intra._version
+        return fresh, fresh_sq
+
     def forward(
         self, features: Tensor, tracklet_ids: Tensor, camera_ids: Tensor, cross_camera: bool
     ) -> Tensor:
@@ -174,102 +236,132 @@ class AnchorAssociation(nn.Module):
         group = self._group()
         # Distances and anchor updates stay in the anchors' dtype (fp32) under the caller's bf16 autocast.
         with torch.autocast(device_type=features.device.type, enabled=False):
-            dtype = self.dtype
-            f = l2_normalize(features.to(dtype))
-            rows = self._offsets[camera_ids] + tracklet_ids  # each frame's row in the concatenated anchors
-            intra_n = l2_normalize(torch.cat(self.intra_anchors).to(dtype))  # anchors before this call
-            d_intra = (f - intra_n[rows]).pow(2).sum(1)
-            d_cross = (f - l2_normalize(torch.cat(self.cross_anchors).to(dtype)[rows])).pow(2).sum(1)
+            f = l2_normalize(features.to(self.dtype))
+            rows = self._offsets.index_select(0, camera_ids) + tracklet_ids  # each frame's anchor row
+            intra_n, intra_sq = self._normalized_intra()  # the anchors before this call
 
             # Association ranking: the nearest intra anchor of the frame's own camera.
             with torch.no_grad():
                 other_camera = self._row_camera[None, :] != camera_ids[:, None]
-                nearest = _ranking_distances(f, intra_n).masked_fill_(other_camera, float("inf")).argmin(1)
-            d_nearest = (f - intra_n[nearest]).pow(2).sum(1)  # exact, and differentiable like tf.nn.top_k
+                distances = _ranking_distances(f, f.pow(2).sum(1), intra_n, intra_sq)
+                nearest = distances.masked_fill_(other_camera, float("inf")).argmin(1)
             own_nearest = nearest == rows
 
-            ids = torch.stack([tracklet_ids, camera_ids, own_nearest.long()], 1)
-            details = torch.cat([f, d_intra[:, None], d_cross[:, None]], 1).detach()
-            d_nearest_all, ids_all, details_all = _gather(group, d_nearest, ids, details)
-            tid_all, cam_all, own_all = ids_all.unbind(1)
+            # d_nearest, d_cross, d_intra = |f - anchor|^2 (exact; d_nearest is differentiable like
+            # tf.nn.top_k) as one (3, B) tensor: each row is its separate (B,) computation bit for bit,
+            # and in the backward f's gradient sums the three parts in the order in which autograd
+            # accumulated the three separate terms (d_intra last), so it is bit-identical too.
+            anchors = torch.stack(
+                [
+                    intra_n.index_select(0, nearest),
+                    l2_normalize(self._cross.index_select(0, rows)),
+                    intra_n.index_select(0, rows),
+                ]
+            )
+            distances = (f - anchors).pow(2).sum(2)
+            d_nearest, d_pair = distances[0], distances[1:]  # d_pair: (d_cross, d_intra)
+
+            if group is None:
+                d_nearest_all, cam_all, own_all = d_nearest, camera_ids, own_nearest
+            else:
+                ids = torch.stack([tracklet_ids, camera_ids, own_nearest.long()], 1)
+                details = torch.cat([f, d_pair.T], 1).detach()
+                d_nearest_all, ids_all, details_all = _gather(group, d_nearest, ids, details)
+                tid_all, cam_all, own_all = ids_all.unbind(1)
 
             # Per-camera mean nearest distance over the global batch, without atomics (deterministic).
-            in_camera = (cam_all[None, :] == torch.arange(self.num_cameras, device=f.device)[:, None]).to(
-                dtype
-            )
+            in_camera = (cam_all[None, :] == self._camera_column).to(self.dtype)
             camera_mean = (in_camera * d_nearest_all).sum(1) / in_camera.sum(1).clamp_min(1)
-            d_neg = torch.where(own_nearest, camera_mean[camera_ids], d_nearest)
-            intra_terms = F.relu(d_intra - d_neg + self.margin)
-            cross_terms = F.relu(d_cross - d_neg + self.margin)
-            loss = intra_terms.mean() + cross_terms.mean()
+            d_neg = torch.where(own_nearest, camera_mean.index_select(0, camera_ids), d_nearest)
+            # mean(relu(d_cross - d_neg + margin)) and mean(relu(d_intra - d_neg + margin)), one row each.
+            term_means = F.relu(d_pair - d_neg + self.margin).mean(1)
+            loss = term_means.sum()  # intra + cross
 
             with torch.no_grad():
-                f_all, d_intra_all, d_cross_all = details_all.split([self.feature_dim, 1, 1], 1)
-                d_neg_all = torch.where(own_all.bool(), camera_mean[cam_all], d_nearest_all).detach()
-                frames = self._update(f_all, tid_all, cam_all, intra_n, cross_camera)
+                if group is None:  # the global batch is the local one: its terms are the loss's
+                    cross_loss, intra_loss = term_means.detach().unbind()
+                    f_all, rows_all, before = f.detach(), rows, anchors[2]
+                else:
+                    f_all, d_cross_all, d_intra_all = details_all.split([self.feature_dim, 1, 1], 1)
+                    d_neg_all = torch.where(own_all.bool(), camera_mean[cam_all], d_nearest_all)
+                    intra_loss = F.relu(d_intra_all[:, 0] - d_neg_all + self.margin).mean()
+                    cross_loss = F.relu(d_cross_all[:, 0] - d_neg_all + self.margin).mean()
+                    rows_all = self._offsets[cam_all] + tid_all
+                    before = intra_n.index_select(0, rows_all)
+                frames = self._update(f_all, rows_all, before, cross_camera)
                 self.last_stats = AssociationStats(
-                    intra_loss=F.relu(d_intra_all[:, 0] - d_neg_all + self.margin).mean(),
-                    cross_loss=F.relu(d_cross_all[:, 0] - d_neg_all + self.margin).mean(),
+                    intra_loss=intra_loss,
+                    cross_loss=cross_loss,
                     nearest_own_fraction=own_all.float().mean(),
                     consistent_fraction=frames.consistent.float().mean(),
                     frames=frames,
                 )
         return loss
 
-    def _update(
-        self, f: Tensor, tids: Tensor, cams: Tensor, intra_n_before: Tensor, cross_camera: bool
-    ) -> CyclicMatch:
-        """The anchor updates from the global batch: identical inputs, identical results on every rank."""
-        rows = self._offsets[cams] + tids
-        delta = self.eta * (f - intra_n_before[rows])
+    def _update(self, f: Tensor, rows: Tensor, before: Tensor, cross_camera: bool) -> CyclicMatch:
+        """The anchor updates from the global batch (``rows``: each frame's anchor row, ``before``:
+        those rows of the normalised intra anchors before this call): identical inputs, identical
+        results on every rank."""
+        delta = self.eta * (f - before)
         if self.unit_start:  # a still-zero anchor becomes the mean of its frames here, at unit scale
-            unseen = intra_n_before[rows].pow(2).sum(1) == 0
-            frames_per_row = torch.bincount(rows, minlength=int(self._offsets[-1]))[rows]
+            unseen = before.pow(2).sum(1) == 0
+            frames_per_row = torch.bincount(rows, minlength=self._intra.shape[0])[rows]
             delta = torch.where(unseen[:, None], f / frames_per_row[:, None], delta)
-        for c, anchors in enumerate(self.intra_anchors):
-            in_c = cams == c
-            _add_rows(anchors, tids[in_c], delta[in_c].to(anchors.dtype))
+        _add_rows(self._intra, rows, delta)
+        unique_rows, frame_to_unique = torch.unique(rows, return_inverse=True)
+        moved = _flush_tiny_(self._intra.index_select(0, unique_rows))
+        self._intra.index_copy_(0, unique_rows, moved)
 
         # Cross anchors depend only on the updated intra anchors, so each tracklet is computed once.
-        intra_n = l2_normalize(torch.cat(self.intra_anchors).to(self.dtype))
-        unique_rows, frame_to_unique = torch.unique(rows, return_inverse=True)
-        match = self._cyclic(intra_n, unique_rows)
-        own = intra_n[unique_rows]
-        merge = match.consistent[:, None] & bool(cross_camera)
-        matched_rows = self._offsets[match.matched_camera_ids] + match.matched_tracklet_ids
-        new_cross = torch.where(merge, (own + intra_n[matched_rows]) / 2, own)
-        for c, anchors in enumerate(self.cross_anchors):
-            in_c = match.camera_ids == c
-            anchors.index_copy_(0, match.tracklet_ids[in_c], new_cross[in_c].to(anchors.dtype))
-        return CyclicMatch(**{k: v[frame_to_unique] for k, v in _fields(match).items()})
+        own, own_sq = self._refresh_normalized(unique_rows, moved)
+        intra_n, intra_sq = self._normalized_intra()
+        matched, consistent = self._cyclic(own, own_sq, unique_rows, intra_n, intra_sq)
+        if cross_camera:
+            merged = (own + intra_n.index_select(0, matched)) / 2
+            own = torch.where(consistent[:, None], merged, own)
+        self._cross.index_copy_(0, unique_rows, own)
+        per_frame = matched.index_select(0, frame_to_unique), consistent.index_select(0, frame_to_unique)
+        return self._match(rows, *per_frame)  # each frame's tracklet's match
 
-    def _cyclic(self, intra_n: Tensor, rows: Tensor) -> CyclicMatch:
-        """Cyclic ranking of the given rows of the concatenated normalised intra anchors."""
-        own_camera = self._row_camera[rows]
-        same_camera = self._row_camera[None, :] == own_camera[:, None]
-        to_other = _ranking_distances(intra_n[rows], intra_n).masked_fill_(same_camera, float("inf"))
+    def _cyclic(
+        self, x: Tensor, x_sq: Tensor, rows: Tensor, intra_n: Tensor, intra_sq: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Cyclic ranking of the given rows of the normalised intra anchors ``intra_n`` (``x``, ``x_sq``:
+        those rows and their squared norms): each row's match in another camera, and whether the
+        nearest anchor of the row's camera to that match is the row itself."""
+        same_camera = self._row_camera[None, :] == self._row_camera.index_select(0, rows)[:, None]
+        to_other = _ranking_distances(x, x_sq, intra_n, intra_sq).masked_fill_(same_camera, float("inf"))
         matched = to_other.argmin(1)  # first minimum: lowest camera, then lowest tracklet
-        back = (
-            _ranking_distances(intra_n[matched], intra_n).masked_fill_(~same_camera, float("inf")).argmin(1)
+        back = _ranking_distances(
+            intra_n.index_select(0, matched), intra_sq.index_select(0, matched), intra_n, intra_sq
         )
-        matched_camera = self._row_camera[matched]
+        back = back.masked_fill_(~same_camera, float("inf")).argmin(1)
+        return matched, back == rows
+
+    def _match(self, rows: Tensor, matched: Tensor, consistent: Tensor) -> CyclicMatch:
+        """The CyclicMatch of anchor rows, their matched rows and their consistency."""
+        cameras = self._row_camera.index_select(0, rows)
+        matched_cameras = self._row_camera.index_select(0, matched)
         return CyclicMatch(
-            camera_ids=own_camera,
-            tracklet_ids=rows - self._offsets[own_camera],
-            matched_camera_ids=matched_camera,
-            matched_tracklet_ids=matched - self._offsets[matched_camera],
-            consistent=back == rows,
+            camera_ids=cameras,
+            tracklet_ids=rows - self._offsets.index_select(0, cameras),
+            matched_camera_ids=matched_cameras,
+            matched_tracklet_ids=matched - self._offsets.index_select(0, matched_cameras),
+            consistent=consistent,
         )
 
     @torch.no_grad()
     def cyclic_matches(self) -> CyclicMatch:
         """Cyclic match of every tracklet of every camera (camera-major order) from the current anchors."""
-        device = self.intra_anchor_0.device
+        device = self._intra.device
         with torch.autocast(device_type=device.type, enabled=False):
-            intra_n = l2_normalize(torch.cat(self.intra_anchors).to(self.dtype))
+            intra_n, intra_sq = self._normalized_intra()
             rows = torch.arange(intra_n.shape[0], device=device)
-            parts = [_fields(self._cyclic(intra_n, chunk)) for chunk in rows.split(_ROW_CHUNK)]
-        return CyclicMatch(**{k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+            parts = [
+                self._cyclic(intra_n[chunk], intra_sq[chunk], chunk, intra_n, intra_sq)
+                for chunk in rows.split(_ROW_CHUNK)
+            ]
+            return self._match(rows, *(torch.cat(p) for p in zip(*parts, strict=True)))
 
     def _check_inputs(
         self, features: Tensor, tracklet_ids: Tensor, camera_ids: Tensor
@@ -285,8 +377,9 @@ class AnchorAssociation(nn.Module):
                 raise DalError(f"{name}: expected integers of shape ({features.shape[0]},), got {got}")
             ids.append(values.to(device=features.device, dtype=torch.long))
         tids, cams = ids
-        bad_camera = (cams < 0) | (cams >= self.num_cameras)
-        bad_tracklet = (tids < 0) | (tids >= self._sizes[cams.clamp(0, self.num_cameras - 1)])
+        known = cams.clamp(0, self.num_cameras - 1)
+        bad_camera = cams != known
+        bad_tracklet = (tids < 0) | (tids >= self._sizes.index_select(0, known))
         if bool((bad_camera | bad_tracklet).any()):  # one sync, before any index could go out of range
             raise DalError(
                 f"camera_ids/tracklet_ids: out of range for tracklets_per_camera={list(self.sizes)} "
@@ -306,8 +399,19 @@ class AnchorAssociation(nn.Module):
         return group if dist.get_world_size(group) > 1 else None
 
 
-def _fields(match: CyclicMatch) -> dict[str, Tensor]:
-    return {field.name: getattr(match, field.name) for field in dataclasses.fields(match)}  # no copies
+def _flush_tiny_(anchors: Tensor) -> Tensor:
+    """Set the anchors' entries below eps(dtype)**2 (2**-46 in float32) to zero, in place.
+
+    Why: a feature dimension that stays 0 (a dead ReLU channel) halves its anchor entries at every
+    update (eta 0.5); within ~130 updates they are subnormal, and earlier already the features'
+    gradient entries they feed (scaled down by the loss) are. x86 CPUs compute with subnormals
+    many times slower: measured on the bench's small backbone, the backward grew by ~8 % of a
+    step. Exactness: anchors are unit-scale (a unit row, or a running mean of unit rows), so such
+    an entry moves no norm, distance or update by more than 2 * eps**2, far below the eps/2
+    rounding of those unit-scale values, and a gradient entry by 2 * eps**2 of the gradient's
+    scale. Results stay equal up to float rounding; bit-identical where no entry is that small.
+    """
+    return anchors.masked_fill_(anchors.abs() < torch.finfo(anchors.dtype).eps ** 2, 0.0)
 
 
 def _add_rows(target: Tensor, index: Tensor, rows: Tensor) -> None:

@@ -52,12 +52,25 @@ def test_every_method_is_scored_on_both_datasets(quick) -> None:
     assert results["datasets"]["mars"]["methods"]["dal"]["protocol"] == "mars"
 
 
-def test_learning_beats_colour_matching(quick) -> None:
-    """Sanity on the tiny sets: the label-trained reference ranks better than colour histograms
-    (mAP summed over both datasets; rank-1 on a handful of queries is too coarse)."""
+def test_methods_are_scored_apart_and_the_trained_ones_trained(quick) -> None:
+    """A harness that scored one method's features for another would show identical metrics.
+
+    Whether learning beats colour matching is not asked here: on these tiny sets (40 steps, 4-8
+    identities) the trained methods are near chance, and their order against the handcrafted ones
+    follows the CPU's rounding (measured on two machines of the same kind: supervised above colour
+    histograms on one, 0.558 against 0.573 summed mAP on the other). That learning works is
+    tests/train/test_learning.py's check (thresholds from a spread over seeds) and the full
+    benchmark's.
+    """
+    import math
+
     _, results = quick
-    mAP = {m: sum(e["methods"][m]["metrics"]["mAP"] for e in results["datasets"].values()) for m in METHODS}
-    assert mAP["supervised"] > mAP["colour_histogram"], mAP
+    for name, entry in results["datasets"].items():
+        scored = {method: tuple(sorted(r["metrics"].items())) for method, r in entry["methods"].items()}
+        assert len(set(scored.values())) == len(METHODS), (name, scored)
+        for method in ("dal", "supervised", "supervised_jitter"):
+            train = entry["methods"][method]["train"]
+            assert train["steps"] == 40 and math.isfinite(train["final"]["loss"]), (name, method, train)
 
 
 def test_curves_cover_training_for_both_trained_methods(quick) -> None:
