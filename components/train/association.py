@@ -400,18 +400,22 @@ class AnchorAssociation(nn.Module):
 
 
 def _flush_tiny_(anchors: Tensor) -> Tensor:
-    """Set the anchors' entries below eps(dtype)**2 (2**-46 in float32) to zero, in place.
+    """Set the anchors' entries below eps(dtype)**2 (2**-46 in float32) times their row's largest
+    magnitude to zero, in place.
 
     Why: a feature dimension that stays 0 (a dead ReLU channel) halves its anchor entries at every
     update (eta 0.5); within ~130 updates they are subnormal, and earlier already the features'
     gradient entries they feed (scaled down by the loss) are. x86 CPUs compute with subnormals
     many times slower: measured on the bench's small backbone, the backward grew by ~8 % of a
-    step. Exactness: anchors are unit-scale (a unit row, or a running mean of unit rows), so such
-    an entry moves no norm, distance or update by more than 2 * eps**2, far below the eps/2
-    rounding of those unit-scale values, and a gradient entry by 2 * eps**2 of the gradient's
-    scale. Results stay equal up to float rounding; bit-identical where no entry is that small.
+    step. Exactness: such an entry moves its row's norm, its distances and its update by less
+    than eps**2 relative, far below their eps/2 rounding, and a gradient entry by as little of the
+    gradient's scale: results stay equal up to float rounding, bit-identical where no entry is that
+    small. Relative to the row, so a row scaled by a power of two (anchors from zero scale with
+    eta) flushes the same entries.
     """
-    return anchors.masked_fill_(anchors.abs() < torch.finfo(anchors.dtype).eps ** 2, 0.0)
+    magnitude = anchors.abs()
+    limit = magnitude.amax(1, keepdim=True) * torch.finfo(anchors.dtype).eps ** 2
+    return anchors.masked_fill_(magnitude < limit, 0.0)
 
 
 def _add_rows(target: Tensor, index: Tensor, rows: Tensor) -> None:
