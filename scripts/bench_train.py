@@ -16,9 +16,9 @@ printed with PASS / MISS:
 
 The association also changes what the backbone computes with, which its timing alone cannot see:
 subnormal floats in the anchors, and so in the features' gradient, once slowed the backbone's
-backward by ~8 % of a step (see components/train/association.py). So the overhead passes only
-with no subnormal entry in either (counted after the run, the anchors aged first by the calls
-above), and whole steps are compared too: three trainers take turns step by step for
+backward by ~13 % of a step (profiled on the tiny test network; see association.py). So the
+overhead passes only with no subnormal entry in either (counted after the run, the anchors aged
+first by the calls above), and whole steps are compared too: three trainers take turns step by step for
 ``--rounds`` rounds (DAL, the dummy objective, and a second dummy trainer: the A/A control, whose
 ratio to the first is this run's noise floor); the DAL step's time over the mean of the two
 adjacent steps without it, median over rounds, is printed beside that noise floor. On a shared
