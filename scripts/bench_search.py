@@ -38,7 +38,13 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 from components.model.catalog import BACKBONES  # noqa: E402
-from components.search.ranking import DEFAULT_GALLERY_CHUNK, DEFAULT_QUERY_CHUNK, search  # noqa: E402
+from components.search.ranking import (  # noqa: E402
+    CPU_BLAS,
+    DEFAULT_GALLERY_CHUNK,
+    DEFAULT_QUERY_CHUNK,
+    resolve_cpu_blas,
+    search,
+)
 from components.train.config import TrainConfig  # noqa: E402
 
 GENERATE_ROWS = 65_536  # gallery rows generated (and added to faiss) at a time
@@ -118,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--query-chunk", type=int, default=DEFAULT_QUERY_CHUNK)
     parser.add_argument("--gallery-chunk", type=int, default=DEFAULT_GALLERY_CHUNK)
     parser.add_argument(
+        "--cpu-blas", choices=CPU_BLAS, default="auto", help="whose BLAS runs our products (default: auto)"
+    )
+    parser.add_argument(
         "--repeat", type=int, default=None, help="alternating runs of each (default 3, quick 1)"
     )
     parser.add_argument("--seed", type=int, default=0)
@@ -152,7 +161,8 @@ def benchmark(args: argparse.Namespace, num_gallery: int, dim: int, repeat: int)
 
     print(
         f"{args.num_queries:,} queries x {num_gallery:,} gallery, D = {dim}, k = {args.top_k}, "
-        f"{args.threads} threads, gallery {num_gallery * dim * 4 / 1e9:.2f} GB"
+        f"{args.threads} threads, gallery {num_gallery * dim * 4 / 1e9:.2f} GB, "
+        f"our products in {resolve_cpu_blas(args.cpu_blas)}'s BLAS"
     )
     started = time.perf_counter()
     queries, index, gallery = build(args.num_queries, num_gallery, dim, args.seed)
@@ -166,6 +176,7 @@ def benchmark(args: argparse.Namespace, num_gallery: int, dim: int, repeat: int)
             query_chunk=args.query_chunk,
             gallery_chunk=args.gallery_chunk,
             threads=args.threads,
+            cpu_blas=args.cpu_blas,
         )
 
     def theirs() -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +214,7 @@ def benchmark(args: argparse.Namespace, num_gallery: int, dim: int, repeat: int)
         "threads": args.threads,
         "query_chunk": args.query_chunk,
         "gallery_chunk": args.gallery_chunk,
+        "cpu_blas": resolve_cpu_blas(args.cpu_blas),
         "repeat": repeat,
         "seconds": times,
         "best_seconds": best,

@@ -11,9 +11,11 @@ Rules:
   candidates: with the defaults about 1,024 x 16,384 x 5 bytes = 80 MiB, whatever the gallery's
   size. A gallery that is not float32 (or not on the device) is converted one gallery chunk at
   a time.
-* Speed: the matrix product is the whole cost (2 x Q x G x D flops). On the CPU it is NumPy's
-  BLAS (``threads`` threads) and torch only screens each block on one thread (``cpu_threads``);
-  on CUDA both are torch's.
+* Speed: the matrix product is the whole cost (2 x Q x G x D flops). On the CPU its BLAS is
+  ``cpu_blas``: ``"torch"`` (its MKL on x86, whose thread pool screens the blocks too) or
+  ``"numpy"`` (its OpenBLAS with ``threads`` threads, torch screening on one thread); ``"auto"``
+  takes torch's MKL on Intel CPUs and NumPy's OpenBLAS elsewhere, the faster on each. On CUDA
+  it is torch's.
 * Order: descending score; equal scores are ordered by gallery index, lower first, so the result
   is deterministic and independent of the chunk sizes and of how ``torch.topk`` picks among ties
   (a row whose k-th score is tied beyond the k slots of a block is re-ranked exactly). The
@@ -29,6 +31,8 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import functools
+import platform
 import warnings
 from collections.abc import Iterator
 
@@ -41,28 +45,57 @@ DEFAULT_QUERY_CHUNK = 1024
 DEFAULT_GALLERY_CHUNK = 16384
 NO_INDEX = -1
 SEGMENT = 64  # columns per segment whose maximum screens a block (see _merge_block)
+CPU_BLAS = ("auto", "torch", "numpy")  # whose BLAS runs the CPU products (resolve_cpu_blas)
 
 
 class SearchError(DalError, ValueError):
     """Inputs a search cannot run on (shapes, NaN, bad sizes); the message says which."""
 
 
-@contextlib.contextmanager
-def cpu_threads(threads: int | None, device: torch.device) -> Iterator[None]:
-    """The thread setting of a search on ``device``.
+@functools.cache
+def _intel_cpu() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("vendor_id"):
+                    return "GenuineIntel" in line
+    except OSError:  # not Linux
+        pass
+    return "intel" in platform.processor().lower()
 
-    On the CPU the matrix products run in NumPy's BLAS with ``threads`` threads (None or 0: its
-    own default) and torch, which only screens and merges the score blocks, runs on one thread:
-    with both thread pools awake on the same cores the whole search was ~10 % slower (2 cores,
+
+def resolve_cpu_blas(cpu_blas: str) -> str:
+    """Whose BLAS a CPU search runs its products in: ``cpu_blas``, or for ``"auto"`` torch's on
+    Intel CPUs where it is MKL, and NumPy's (OpenBLAS) elsewhere.
+
+    Measured with ``scripts/bench_search.py`` (1,000 x 1,000,000 x 1,280, 2 cores): on an AMD
+    CPU OpenBLAS was ~20 % faster than MKL, which does not pick its fast kernels there; on an
+    Intel Xeon (Sapphire Rapids) MKL was ~7 % faster than OpenBLAS (0.99 vs 1.07 of faiss's time).
+    """
+    if cpu_blas not in CPU_BLAS:
+        raise SearchError(f"cpu_blas must be one of {', '.join(CPU_BLAS)}, got {cpu_blas!r}")
+    if cpu_blas != "auto":
+        return cpu_blas
+    return "torch" if _intel_cpu() and torch.backends.mkl.is_available() else "numpy"
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None, device: torch.device, blas: str) -> Iterator[None]:
+    """The thread setting of a search on ``device`` whose CPU products run in ``blas``.
+
+    ``threads`` (None or 0: the library's default, all cores) is the BLAS's. With torch's BLAS
+    its one thread pool runs the products and the screening alike. With NumPy's BLAS, torch,
+    which only screens and merges the score blocks, runs on one thread: with both thread pools
+    awake on the same cores the whole search was ~10 % slower (2 cores,
     ``scripts/bench_search.py``). On CUDA nothing changes.
     """
     if device.type != "cpu":
         yield
         return
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads((threads or before) if blas == "torch" else 1)
     try:
-        if threads:
+        if threads and blas == "numpy":
             from threadpoolctl import threadpool_limits
 
             with threadpool_limits(limits=threads, user_api="blas"):
@@ -167,6 +200,7 @@ def search(
     gallery_chunk: int = DEFAULT_GALLERY_CHUNK,
     device: torch.device | str = "cpu",
     threads: int | None = None,
+    cpu_blas: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The exact ``top_k`` gallery rows of each query by inner product (module docstring).
 
@@ -174,9 +208,9 @@ def search(
     read in place). ``exclude_index`` (Q,): a gallery row to leave out per query (-1: none), e.g.
     the query itself. ``query_cameras`` (Q,) with ``gallery_cameras`` (G,): leave out the
     gallery entries in the query's camera. ``threads``: BLAS threads of the CPU matrix products
-    (None: the BLAS default, all cores). Returns ``scores`` (Q, top_k) float32 and ``indices``
-    (Q, top_k) int64, best first, padded with -inf / -1 where fewer than ``top_k`` candidates
-    remain.
+    (None: the BLAS default, all cores); ``cpu_blas``: their BLAS (``resolve_cpu_blas``). Returns
+    ``scores`` (Q, top_k) float32 and ``indices`` (Q, top_k) int64, best first, padded with
+    -inf / -1 where fewer than ``top_k`` candidates remain.
     """
     q_all = _as_matrix(query, "query")
     g_all = _as_matrix(gallery, "gallery")
@@ -190,6 +224,7 @@ def search(
     if (query_cameras is None) != (gallery_cameras is None):
         raise SearchError("query_cameras and gallery_cameras go together (both or neither)")
     device = torch.device(device)
+    blas = resolve_cpu_blas(cpu_blas)
     exclude = _index_vector(exclude_index, num_queries, num_gallery)
     cams = None
     if query_cameras is not None and gallery_cameras is not None:
@@ -202,10 +237,10 @@ def search(
     if num_queries == 0 or num_gallery == 0:
         return scores, indices
     q_chunk, g_chunk = min(query_chunk, num_queries), min(gallery_chunk, num_gallery)
-    on_cpu = device.type == "cpu"
+    in_numpy = device.type == "cpu" and blas == "numpy"
     # Reused by every block; one row more for the gallery check of the first query chunk.
     buffer = torch.empty((q_chunk + 1) * g_chunk, dtype=torch.float32, device=device)
-    with cpu_threads(threads, device), torch.inference_mode():
+    with cpu_threads(threads, device, blas), torch.inference_mode():
         for q_start in range(0, num_queries, q_chunk):
             q_stop = min(q_start + q_chunk, num_queries)
             q = q_all[q_start:q_stop].to(device, torch.float32)
@@ -222,9 +257,7 @@ def search(
                 g_stop = min(g_start + g_chunk, num_gallery)
                 g = g_all[g_start:g_stop].to(device, torch.float32)
                 product = buffer[: len(q) * len(g)].view(len(q), len(g))
-                if on_cpu:
-                    # NumPy's OpenBLAS sgemm: ~20 % faster than torch's MKL one on the AMD CPU
-                    # this was measured on (scripts/bench_search.py); the same product, in place.
+                if in_numpy:  # the same product in place, in NumPy's BLAS (resolve_cpu_blas)
                     np.matmul(q.numpy(), g.numpy().T, out=product.numpy())
                 else:
                     torch.mm(q, g.T, out=product)

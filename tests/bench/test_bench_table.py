@@ -24,6 +24,7 @@ def test_the_table_of_real_tiny_runs(tmp_path, capsys) -> None:
         "exact top-10 search 20 x 2,001",
     ]
     assert rows[2].met is True and rows[3].anchor.startswith("faiss IndexFlatIP")
+    assert rows[3].measured.endswith(("(torch's BLAS)", "(numpy's BLAS)"))
     assert rows[0].ratio.endswith("x faster") and rows[0].goal == ">= 20x"
     assert missing == ["evaluate.json", "train-laptop.json", "train.json", "train-anchors.json"]
     assert bench_table.main(["--input", str(tmp_path), "--markdown"]) == 1  # some did not run

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from components.search.ranking import SearchError, brute_force, search
+from components.search.ranking import SearchError, brute_force, resolve_cpu_blas, search
 
 
 def _integer_data(seed: int, num_queries: int = 13, num_gallery: int = 157, dim: int = 6):
@@ -21,14 +21,17 @@ def _integer_data(seed: int, num_queries: int = 13, num_gallery: int = 157, dim:
     return query, gallery
 
 
+@pytest.mark.parametrize("cpu_blas", ["torch", "numpy"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize(
     ("top_k", "query_chunk", "gallery_chunk"),
     [(1, 100, 1000), (5, 4, 16), (10, 1, 3), (7, 13, 1), (40, 5, 64), (200, 6, 50)],
 )
-def test_equals_the_oracle_bit_for_bit_with_ties(seed, top_k, query_chunk, gallery_chunk) -> None:
+def test_equals_the_oracle_bit_for_bit_with_ties(seed, top_k, query_chunk, gallery_chunk, cpu_blas) -> None:
     query, gallery = _integer_data(seed)
-    scores, indices = search(query, gallery, top_k, query_chunk=query_chunk, gallery_chunk=gallery_chunk)
+    scores, indices = search(
+        query, gallery, top_k, query_chunk=query_chunk, gallery_chunk=gallery_chunk, cpu_blas=cpu_blas
+    )
     want_scores, want_indices = brute_force(query, gallery, top_k)
     exact = query.astype(np.float64) @ gallery.astype(np.float64).T
     assert len(np.unique(exact)) < exact.size / 20  # the data is tie-heavy indeed
@@ -38,14 +41,15 @@ def test_equals_the_oracle_bit_for_bit_with_ties(seed, top_k, query_chunk, galle
         assert (indices[:, len(gallery) :] == -1).all() and np.isneginf(scores[:, len(gallery) :]).all()
 
 
+@pytest.mark.parametrize("cpu_blas", ["torch", "numpy"])
 @pytest.mark.parametrize(("dim", "span"), [(4, 1), (6, 2), (16, 3)])  # ties from everywhere to few
 @pytest.mark.parametrize("top_k", [1, 5, 15])
-def test_segment_screening_equals_the_oracle(dim, span, top_k) -> None:
+def test_segment_screening_equals_the_oracle(dim, span, top_k, cpu_blas) -> None:
     """Blocks of 1,024 columns are screened by 64-column segment maxima (16 segments > k)."""
     rng = np.random.default_rng(dim * 100 + top_k)
     query = rng.integers(-span, span + 1, (40, dim)).astype(np.float32)
     gallery = rng.integers(-span, span + 1, (3 * 1024 + 100, dim)).astype(np.float32)
-    scores, indices = search(query, gallery, top_k, query_chunk=17, gallery_chunk=1024)
+    scores, indices = search(query, gallery, top_k, query_chunk=17, gallery_chunk=1024, cpu_blas=cpu_blas)
     want_scores, want_indices = brute_force(query, gallery, top_k)
     np.testing.assert_array_equal(indices, want_indices)
     np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
@@ -140,11 +144,20 @@ def test_cuda_equals_the_oracle() -> None:
     np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
 
 
-def test_threads_are_restored() -> None:
+@pytest.mark.parametrize("cpu_blas", ["torch", "numpy"])
+def test_threads_are_restored(cpu_blas) -> None:
     query, gallery = _integer_data(9)
     before = torch.get_num_threads()
-    search(query, gallery, 3, threads=1)
+    search(query, gallery, 3, threads=1, cpu_blas=cpu_blas)
     assert torch.get_num_threads() == before
+
+
+def test_cpu_blas_choice() -> None:
+    assert resolve_cpu_blas("auto") in ("torch", "numpy")
+    assert resolve_cpu_blas("auto") == resolve_cpu_blas("auto")  # one per machine: reproducible
+    assert resolve_cpu_blas("numpy") == "numpy"
+    with pytest.raises(SearchError, match="cpu_blas must be one of auto, torch, numpy, got 'mkl'"):
+        search(*_integer_data(12), 3, cpu_blas="mkl")
 
 
 @pytest.mark.parametrize(
