@@ -373,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         "noise_floor": float(np.median(noise)),
         "noise_floor_p10_p90": [float(x) for x in noise_spread],
         "association_ms_per_step": association_s * 1e3,
+        "fastest_step_ms_without_association": fastest_step * 1e3,
         "loader_step_ratio": loader_ratio,
         "loader_step_ratio_median": loader_ratio_median,
         "goals": {"association_overhead_max": MAX_OVERHEAD, "loader_step_ratio_min": MIN_LOADER_RATIO},

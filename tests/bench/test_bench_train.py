@@ -48,3 +48,7 @@ def test_quick_run_writes_figures_that_follow_from_its_timings(tmp_path, capsys)
     ]
     assert rows[0].met is r["pass"]["association_overhead"] and rows[1].met is r["pass"]["loader_step_ratio"]
     assert rows[0].ratio == f"{100 * r['association_overhead']:.1f} %" and rows[0].goal == "<= 3 %"
+    assert r["fastest_step_ms_without_association"] == 1e3 * min(min(steps["none"]), min(steps["control"]))
+    assert rows[0].measured == f"{r['association_ms_per_step']:.2f} ms per step"
+    fastest = r["fastest_step_ms_without_association"]
+    assert rows[0].anchor.startswith(f"fastest step without it {fastest:.0f} ms (whole steps ")
